@@ -1,0 +1,240 @@
+//! Input validation at the contract boundary: every rule of the limits module is enforced here,
+//! before anything reaches a backend.
+
+use crate::error::StorageError;
+use crate::limits::{MAX_JSON_DEPTH, MAX_KEY_BYTES, MAX_NAMESPACE_BYTES, MAX_PAGE_SIZE, MAX_TTL};
+use std::time::Duration;
+
+/// Checks a namespace name against `[a-z0-9][a-z0-9._-]{0,62}`.
+pub fn namespace(name: &str) -> Result<(), StorageError> {
+    let bytes = name.as_bytes();
+    let Some(first) = bytes.first() else {
+        return Err(StorageError::invalid("namespace", "must not be empty"));
+    };
+    if bytes.len() > MAX_NAMESPACE_BYTES {
+        return Err(StorageError::invalid(
+            "namespace",
+            format!(
+                "is {} bytes long; at most {MAX_NAMESPACE_BYTES} allowed",
+                bytes.len()
+            ),
+        ));
+    }
+    if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
+        return Err(StorageError::invalid(
+            "namespace",
+            "must start with a lowercase ASCII letter or a digit",
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(StorageError::invalid(
+            "namespace",
+            format!("contains {bad:?}; only a-z, 0-9, '.', '_' and '-' are allowed"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a key: 1 to 512 bytes of UTF-8 without control characters.
+pub fn key(key: &str) -> Result<(), StorageError> {
+    if key.is_empty() {
+        return Err(StorageError::invalid("key", "must not be empty"));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(StorageError::invalid(
+            "key",
+            format!(
+                "is {} bytes long; at most {MAX_KEY_BYTES} allowed",
+                key.len()
+            ),
+        ));
+    }
+    no_control_characters("key", key)
+}
+
+/// Checks a list prefix: like a key, but may be empty (no filter).
+pub fn prefix(prefix: &str) -> Result<(), StorageError> {
+    if prefix.len() > MAX_KEY_BYTES {
+        return Err(StorageError::invalid(
+            "prefix",
+            format!(
+                "is {} bytes long; at most {MAX_KEY_BYTES} allowed",
+                prefix.len()
+            ),
+        ));
+    }
+    no_control_characters("prefix", prefix)
+}
+
+fn no_control_characters(field: &'static str, text: &str) -> Result<(), StorageError> {
+    match text.char_indices().find(|(_, c)| c.is_control()) {
+        Some((at, c)) => Err(StorageError::invalid(
+            field,
+            format!(
+                "contains the control character U+{:04X} at byte {at}",
+                u32::from(c)
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Checks a page size: 1 to [`MAX_PAGE_SIZE`].
+pub fn page_size(limit: u32) -> Result<(), StorageError> {
+    if limit == 0 || limit > MAX_PAGE_SIZE {
+        return Err(StorageError::invalid(
+            "limit",
+            format!("is {limit}; must be between 1 and {MAX_PAGE_SIZE}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a time to live: at least 1 ms, at most [`MAX_TTL`].
+pub fn ttl(ttl: Duration) -> Result<(), StorageError> {
+    if ttl < Duration::from_millis(1) || ttl > MAX_TTL {
+        return Err(StorageError::invalid(
+            "ttl-ms",
+            format!(
+                "is {} ms; must be between 1 and {} ms",
+                ttl.as_millis(),
+                MAX_TTL.as_millis()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `text` is one JSON document of at most `max_bytes` bytes, nesting at most
+/// [`MAX_JSON_DEPTH`] levels, that PostgreSQL's `jsonb` can store (no `\u0000`).
+pub fn json(field: &'static str, text: &str, max_bytes: usize) -> Result<(), StorageError> {
+    if text.len() > max_bytes {
+        return Err(StorageError::invalid(
+            field,
+            format!("is {} bytes long; at most {max_bytes} allowed", text.len()),
+        ));
+    }
+    // Depth first: it is a cheap scan, and serde_json stops at its own (deeper) recursion limit.
+    scan_json_text(field, text)?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map_err(|e| StorageError::invalid(field, format!("is not valid JSON: {e}")))?;
+    Ok(())
+}
+
+/// Measures nesting depth outside strings and rejects the `\u0000` escape inside them.
+/// Runs before the JSON parser, so it must tolerate malformed input (the parser reports that).
+fn scan_json_text(field: &'static str, text: &str) -> Result<(), StorageError> {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            match b {
+                b'\\' => {
+                    if bytes[i + 1..].starts_with(b"u0000") {
+                        return Err(StorageError::invalid(
+                            field,
+                            "contains the escape \\u0000, which cannot be stored",
+                        ));
+                    }
+                    i += 1; // skip the escaped character
+                }
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > MAX_JSON_DEPTH {
+                        return Err(StorageError::invalid(
+                            field,
+                            format!("nests deeper than {MAX_JSON_DEPTH} levels"),
+                        ));
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(e: StorageError) -> &'static str {
+        match e {
+            StorageError::InvalidInput { field, .. } => field,
+            other => panic!("expected invalid-input, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn namespaces() {
+        for ok in ["a", "0", "orders", "a.b_c-d", &"a".repeat(63)] {
+            namespace(ok).unwrap();
+        }
+        for bad in ["", "A", "-a", ".a", "a b", "a/b", "é", &"a".repeat(64)] {
+            assert_eq!(
+                field_of(namespace(bad).unwrap_err()),
+                "namespace",
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn keys() {
+        key("k").unwrap();
+        key(&"k".repeat(512)).unwrap();
+        key("ünïcødé/%_\\").unwrap();
+        key(&"é".repeat(256)).unwrap(); // 512 bytes
+        assert!(key(&"é".repeat(257)).is_err()); // 514 bytes
+        for bad in ["", "a\u{0}b", "tab\t", "del\u{7f}", "c1\u{85}"] {
+            assert_eq!(field_of(key(bad).unwrap_err()), "key", "{bad:?}");
+        }
+        let long = "k".repeat(513);
+        let msg = key(&long).unwrap_err().to_string();
+        assert!(msg.contains("513 bytes"), "{msg}");
+    }
+
+    #[test]
+    fn json_documents() {
+        json("value", r#"{"a":[1,2,{"b":"c"}]}"#, 100).unwrap();
+        json("value", "\"just a string\"", 100).unwrap();
+        json("value", r#""escaped \" quote [[[""#, 100).unwrap();
+        json("value", r#""backslash then u0000: \\u0000""#, 100).unwrap();
+        assert!(json("value", "", 100).is_err());
+        assert!(json("value", "{", 100).is_err());
+        assert!(json("value", "nope", 100).is_err());
+        assert!(json("value", "1 2", 100).is_err());
+        assert!(json("value", r#""nul \u0000""#, 100).is_err());
+        assert!(json("value", "[1]", 2).is_err());
+        let deep_ok = format!("{}{}", "[".repeat(32), "]".repeat(32));
+        json("value", &deep_ok, 1000).unwrap();
+        let too_deep = format!("{}{}", "[".repeat(33), "]".repeat(33));
+        let msg = json("value", &too_deep, 1000).unwrap_err().to_string();
+        assert!(msg.contains("deeper than 32"), "{msg}");
+    }
+
+    #[test]
+    fn ttls_and_pages() {
+        ttl(Duration::from_millis(1)).unwrap();
+        assert!(ttl(Duration::ZERO).is_err());
+        assert!(ttl(MAX_TTL + Duration::from_secs(1)).is_err());
+        page_size(1).unwrap();
+        page_size(1000).unwrap();
+        assert!(page_size(0).is_err());
+        assert!(page_size(1001).is_err());
+    }
+}

@@ -1,0 +1,298 @@
+-- The write path as server-side functions: one round trip per operation on plain PostgreSQL and,
+-- distributed by p_tenant_id on Citus, one delegated single-shard transaction on the worker.
+-- No INSERT inside a CTE and no now() (the time is a parameter): both break on Citus.
+--
+-- Failures the caller can act on are raised with stable SQLSTATEs and a JSON DETAIL, which
+-- rolls the whole operation back:
+--   AS409  revision conflict  {"item": 0-based index, "current_revision": n | null}
+--   AS429  quota exceeded     {"quota": name, "limit": n, "usage": n}
+--
+-- Locks are always taken in the same order (records by key, then the namespace counter row,
+-- then the install counter row) so concurrent writers cannot deadlock.
+
+CREATE FUNCTION alga_storage_put(
+    p_tenant_id text,
+    p_install_id text,
+    p_namespace text,
+    p_keys text[],
+    p_values jsonb[],
+    p_metadata jsonb[],
+    p_sizes bigint[],
+    p_pre_kinds smallint[],       -- 0 none, 1 must be absent, 2 must be at p_pre_revisions[i]
+    p_pre_revisions bigint[],
+    p_expires_at timestamptz[],
+    p_schema_versions integer[],
+    p_now timestamptz,
+    p_extension_id text,
+    p_actor text,
+    p_request_id text,
+    p_max_namespaces bigint,
+    p_max_keys bigint,
+    p_max_bytes bigint)
+RETURNS TABLE (out_item integer, out_revision bigint, out_created boolean)
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    v_count integer := cardinality(p_keys);
+    v_i integer;
+    v_found boolean;
+    v_old_revision bigint;
+    v_old_size bigint;
+    v_old_expired boolean;
+    v_revision bigint;
+    v_revisions bigint[] := array_fill(0::bigint, ARRAY[cardinality(p_keys)]);
+    v_created boolean[] := array_fill(false, ARRAY[cardinality(p_keys)]);
+    v_delta_keys bigint := 0;
+    v_delta_bytes bigint := 0;
+    v_ns_keys bigint;
+    v_ns_delta bigint := 0;
+    v_namespaces bigint;
+    v_total_bytes bigint;
+BEGIN
+    FOR v_i IN
+        SELECT t.ord FROM unnest(p_keys) WITH ORDINALITY AS t(k, ord) ORDER BY t.k COLLATE "C"
+    LOOP
+        LOOP
+            SELECT r.revision, r.size_bytes,
+                   (r.ttl_expires_at IS NOT NULL AND r.ttl_expires_at <= p_now)
+              INTO v_old_revision, v_old_size, v_old_expired
+              FROM ext_storage_records r
+             WHERE r.tenant_id = p_tenant_id
+               AND r.extension_install_id = p_install_id
+               AND r.namespace = p_namespace
+               AND r.key = p_keys[v_i]
+               FOR UPDATE;
+            v_found := FOUND;
+
+            IF (p_pre_kinds[v_i] = 1 AND v_found AND NOT v_old_expired)
+               OR (p_pre_kinds[v_i] = 2
+                   AND (NOT v_found OR v_old_expired OR v_old_revision <> p_pre_revisions[v_i]))
+            THEN
+                RAISE EXCEPTION USING
+                    ERRCODE = 'AS409',
+                    MESSAGE = 'alga-storage: revision conflict',
+                    DETAIL = json_build_object(
+                        'item', v_i - 1,
+                        'current_revision',
+                        CASE WHEN v_found AND NOT v_old_expired THEN v_old_revision END)::text;
+            END IF;
+
+            IF v_found THEN
+                UPDATE ext_storage_records r
+                   SET value = p_values[v_i],
+                       metadata = p_metadata[v_i],
+                       revision = CASE WHEN v_old_expired THEN 1 ELSE r.revision + 1 END,
+                       schema_version = p_schema_versions[v_i],
+                       size_bytes = p_sizes[v_i],
+                       ttl_expires_at = p_expires_at[v_i],
+                       created_at = CASE WHEN v_old_expired THEN p_now ELSE r.created_at END,
+                       updated_at = p_now
+                 WHERE r.tenant_id = p_tenant_id
+                   AND r.extension_install_id = p_install_id
+                   AND r.namespace = p_namespace
+                   AND r.key = p_keys[v_i]
+                RETURNING r.revision INTO v_revision;
+                v_created[v_i] := v_old_expired;
+                v_delta_bytes := v_delta_bytes + p_sizes[v_i] - v_old_size;
+                EXIT;
+            END IF;
+
+            INSERT INTO ext_storage_records AS r
+                (tenant_id, extension_install_id, namespace, key, value, metadata, revision,
+                 schema_version, size_bytes, ttl_expires_at, created_at, updated_at)
+            VALUES
+                (p_tenant_id, p_install_id, p_namespace, p_keys[v_i], p_values[v_i],
+                 p_metadata[v_i], 1, p_schema_versions[v_i], p_sizes[v_i], p_expires_at[v_i],
+                 p_now, p_now)
+            ON CONFLICT DO NOTHING;
+            IF FOUND THEN
+                v_revision := 1;
+                v_created[v_i] := true;
+                v_delta_keys := v_delta_keys + 1;
+                v_delta_bytes := v_delta_bytes + p_sizes[v_i];
+                EXIT;
+            END IF;
+            -- A concurrent writer inserted the key after our read: read it again, locked.
+        END LOOP;
+
+        v_revisions[v_i] := v_revision;
+        INSERT INTO ext_storage_audit
+            (tenant_id, extension_install_id, extension_id, namespace, key, operation, actor,
+             revision, bytes, request_id, occurred_at)
+        VALUES
+            (p_tenant_id, p_install_id, p_extension_id, p_namespace, p_keys[v_i], 'put', p_actor,
+             v_revision, p_sizes[v_i], p_request_id, p_now);
+    END LOOP;
+
+    -- Same-size overwrites change no counter: skip the counter rows, which every other write
+    -- of the install contends on.
+    IF v_delta_keys <> 0 OR v_delta_bytes <> 0 THEN
+        -- UPDATE first: a shrinking write (negative deltas) always finds its row. The INSERT
+        -- only runs for a namespace's first record, and its ON CONFLICT covers a concurrent first.
+        UPDATE ext_storage_namespace_usage u
+           SET key_count = u.key_count + v_delta_keys,
+               byte_count = u.byte_count + v_delta_bytes
+         WHERE u.tenant_id = p_tenant_id
+           AND u.extension_install_id = p_install_id
+           AND u.namespace = p_namespace
+        RETURNING u.key_count INTO v_ns_keys;
+        IF NOT FOUND THEN
+            INSERT INTO ext_storage_namespace_usage AS u
+                (tenant_id, extension_install_id, namespace, key_count, byte_count)
+            VALUES (p_tenant_id, p_install_id, p_namespace, v_delta_keys, v_delta_bytes)
+            ON CONFLICT (tenant_id, extension_install_id, namespace) DO UPDATE
+                SET key_count = u.key_count + EXCLUDED.key_count,
+                    byte_count = u.byte_count + EXCLUDED.byte_count
+            RETURNING u.key_count INTO v_ns_keys;
+        END IF;
+
+        IF v_delta_keys > 0 AND v_ns_keys > p_max_keys THEN
+            RAISE EXCEPTION USING
+                ERRCODE = 'AS429',
+                MESSAGE = 'alga-storage: quota exceeded',
+                DETAIL = json_build_object('quota', 'keys-per-namespace', 'limit', p_max_keys,
+                                           'usage', v_ns_keys - v_delta_keys)::text;
+        END IF;
+        IF v_ns_keys - v_delta_keys = 0 AND v_ns_keys > 0 THEN
+            v_ns_delta := 1;
+        END IF;
+
+        UPDATE ext_storage_install_usage u
+           SET namespace_count = u.namespace_count + v_ns_delta,
+               byte_count = u.byte_count + v_delta_bytes
+         WHERE u.tenant_id = p_tenant_id
+           AND u.extension_install_id = p_install_id
+        RETURNING u.namespace_count, u.byte_count INTO v_namespaces, v_total_bytes;
+        IF NOT FOUND THEN
+            INSERT INTO ext_storage_install_usage AS u
+                (tenant_id, extension_install_id, namespace_count, byte_count)
+            VALUES (p_tenant_id, p_install_id, v_ns_delta, v_delta_bytes)
+            ON CONFLICT (tenant_id, extension_install_id) DO UPDATE
+                SET namespace_count = u.namespace_count + EXCLUDED.namespace_count,
+                    byte_count = u.byte_count + EXCLUDED.byte_count
+            RETURNING u.namespace_count, u.byte_count INTO v_namespaces, v_total_bytes;
+        END IF;
+
+        IF v_ns_delta > 0 AND v_namespaces > p_max_namespaces THEN
+            RAISE EXCEPTION USING
+                ERRCODE = 'AS429',
+                MESSAGE = 'alga-storage: quota exceeded',
+                DETAIL = json_build_object('quota', 'namespaces', 'limit', p_max_namespaces,
+                                           'usage', v_namespaces - 1)::text;
+        END IF;
+        IF v_delta_bytes > 0 AND v_total_bytes > p_max_bytes THEN
+            RAISE EXCEPTION USING
+                ERRCODE = 'AS429',
+                MESSAGE = 'alga-storage: quota exceeded',
+                DETAIL = json_build_object('quota', 'total-bytes', 'limit', p_max_bytes,
+                                           'usage', v_total_bytes - v_delta_bytes)::text;
+        END IF;
+    END IF;
+
+    FOR v_i IN 1 .. v_count LOOP
+        out_item := v_i - 1;
+        out_revision := v_revisions[v_i];
+        out_created := v_created[v_i];
+        RETURN NEXT;
+    END LOOP;
+END
+$fn$;
+
+CREATE FUNCTION alga_storage_delete(
+    p_tenant_id text,
+    p_install_id text,
+    p_namespace text,
+    p_key text,
+    p_pre_kind smallint,          -- 0 none, 1 must be absent, 2 must be at p_pre_revision
+    p_pre_revision bigint,
+    p_now timestamptz,
+    p_extension_id text,
+    p_actor text,
+    p_request_id text)
+RETURNS boolean
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    v_revision bigint;
+    v_size bigint;
+    v_expired boolean;
+    v_found boolean;
+    v_visible boolean;
+    v_ns_keys bigint;
+BEGIN
+    SELECT r.revision, r.size_bytes,
+           (r.ttl_expires_at IS NOT NULL AND r.ttl_expires_at <= p_now)
+      INTO v_revision, v_size, v_expired
+      FROM ext_storage_records r
+     WHERE r.tenant_id = p_tenant_id
+       AND r.extension_install_id = p_install_id
+       AND r.namespace = p_namespace
+       AND r.key = p_key
+       FOR UPDATE;
+    v_found := FOUND;
+    v_visible := v_found AND NOT v_expired;
+
+    IF (p_pre_kind = 1 AND v_visible)
+       OR (p_pre_kind = 2 AND (NOT v_visible OR v_revision <> p_pre_revision))
+    THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'AS409',
+            MESSAGE = 'alga-storage: revision conflict',
+            DETAIL = json_build_object(
+                'item', 0,
+                'current_revision', CASE WHEN v_visible THEN v_revision END)::text;
+    END IF;
+    IF NOT v_found THEN
+        RETURN false;
+    END IF;
+
+    DELETE FROM ext_storage_records r
+     WHERE r.tenant_id = p_tenant_id
+       AND r.extension_install_id = p_install_id
+       AND r.namespace = p_namespace
+       AND r.key = p_key;
+
+    UPDATE ext_storage_namespace_usage u
+       SET key_count = u.key_count - 1,
+           byte_count = u.byte_count - v_size
+     WHERE u.tenant_id = p_tenant_id
+       AND u.extension_install_id = p_install_id
+       AND u.namespace = p_namespace
+    RETURNING u.key_count INTO v_ns_keys;
+
+    UPDATE ext_storage_install_usage u
+       SET namespace_count = u.namespace_count - CASE WHEN v_ns_keys = 0 THEN 1 ELSE 0 END,
+           byte_count = u.byte_count - v_size
+     WHERE u.tenant_id = p_tenant_id
+       AND u.extension_install_id = p_install_id;
+
+    -- An expired record is removed as TTL cleanup, not as the caller's delete.
+    INSERT INTO ext_storage_audit
+        (tenant_id, extension_install_id, extension_id, namespace, key, operation, actor,
+         revision, bytes, request_id, occurred_at)
+    VALUES
+        (p_tenant_id, p_install_id, p_extension_id, p_namespace, p_key,
+         CASE WHEN v_visible THEN 'delete' ELSE 'expire' END,
+         CASE WHEN v_visible THEN p_actor ELSE 'system:ttl' END,
+         v_revision, v_size, p_request_id, p_now);
+    RETURN v_visible;
+END
+$fn$;
+
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
+        PERFORM create_distributed_function(
+            'alga_storage_put(text, text, text, text[], jsonb[], jsonb[], bigint[], smallint[], '
+            'bigint[], timestamptz[], integer[], timestamptz, text, text, text, bigint, bigint, '
+            'bigint)',
+            distribution_arg_name := 'p_tenant_id',
+            colocate_with := 'ext_storage_records');
+        PERFORM create_distributed_function(
+            'alga_storage_delete(text, text, text, text, smallint, bigint, timestamptz, text, '
+            'text, text)',
+            distribution_arg_name := 'p_tenant_id',
+            colocate_with := 'ext_storage_records');
+    END IF;
+END
+$$;

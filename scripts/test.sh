@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every test on a fresh machine: installs the wasm target, starts a throwaway PostgreSQL
+# unless DATABASE_URL is set, builds the guest fixtures (tests/build.rs) and runs the suites.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rustup target add wasm32-wasip2 >/dev/null
+if [ -z "${DATABASE_URL:-}" ]; then
+    source scripts/throwaway-postgres.sh
+fi
+
+cargo fmt --all --check
+cargo test --locked --workspace --exclude alga-storage-fixtures "$@"

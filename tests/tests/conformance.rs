@@ -1,0 +1,181 @@
+//! Runs every guest fixture against real PostgreSQL. `foreach_fixture!` names every component in
+//! `fixtures/src/bin`; a fixture without a test here fails to compile.
+
+use alga_storage::CallContext;
+use alga_storage_tests::*;
+
+macro_rules! assert_test_exists {
+    ($name:ident) => {
+        #[allow(unused_imports, reason = "only proves the test function exists")]
+        use self::$name as _;
+    };
+}
+foreach_fixture!(assert_test_exists);
+
+/// Runs `path` once as a granted install on a fresh database.
+async fn run_granted(name: &str, path: &str) {
+    let db = TestDb::new().await;
+    let outcome = run_fixture_as(db.service(), path, granted("tenant-a", "install-1"), &[]).await;
+    assert_success(name, &outcome);
+}
+
+#[tokio::test]
+async fn store_roundtrip() {
+    run_granted("store_roundtrip", STORE_ROUNDTRIP).await;
+}
+
+#[tokio::test]
+async fn store_revisions() {
+    run_granted("store_revisions", STORE_REVISIONS).await;
+}
+
+#[tokio::test]
+async fn store_list_pagination() {
+    run_granted("store_list_pagination", STORE_LIST_PAGINATION).await;
+}
+
+#[tokio::test]
+async fn store_list_prefix() {
+    run_granted("store_list_prefix", STORE_LIST_PREFIX).await;
+}
+
+#[tokio::test]
+async fn store_list_keys_only() {
+    run_granted("store_list_keys_only", STORE_LIST_KEYS_ONLY).await;
+}
+
+#[tokio::test]
+async fn store_cursor_scope() {
+    run_granted("store_cursor_scope", STORE_CURSOR_SCOPE).await;
+}
+
+#[tokio::test]
+async fn store_bulk_atomic() {
+    let db = TestDb::new().await;
+    let outcome = run_fixture_as(
+        db.service(),
+        STORE_BULK_ATOMIC,
+        granted("tenant-a", "install-1"),
+        &[],
+    )
+    .await;
+    assert_success("store_bulk_atomic", &outcome);
+    // The failed bulks left no audit rows; the committed one left one per item (+1 first put).
+    let client = db.client().await;
+    let audit: i64 = client
+        .query_one(
+            "SELECT count(*) FROM ext_storage_audit WHERE tenant_id = 'tenant-a'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(audit, 51);
+}
+
+#[tokio::test]
+async fn store_invalid_input() {
+    run_granted("store_invalid_input", STORE_INVALID_INPUT).await;
+}
+
+#[tokio::test]
+async fn store_usage() {
+    run_granted("store_usage", STORE_USAGE).await;
+}
+
+#[tokio::test]
+async fn store_ttl() {
+    run_granted("store_ttl", STORE_TTL).await;
+}
+
+/// The same component run for (tenant A, install 1), (tenant B, install 1) and (tenant A,
+/// install 2) sees only its own records; each pair then sees its records again.
+#[tokio::test]
+async fn store_isolation() {
+    let db = TestDb::new().await;
+    let pairs = [
+        ("tenant-a", "install-1"),
+        ("tenant-b", "install-1"),
+        ("tenant-a", "install-2"),
+    ];
+    for existing in ["0", "1"] {
+        for (tenant, install) in pairs {
+            let owner = format!("{tenant}/{install}");
+            let env = [("OWNER", owner.as_str()), ("EXPECT_EXISTING", existing)];
+            let outcome = run_fixture_as(
+                db.service(),
+                STORE_ISOLATION,
+                granted(tenant, install),
+                &env,
+            )
+            .await;
+            assert_success(&format!("store_isolation as {owner}"), &outcome);
+        }
+    }
+    // Each pair stored exactly its two records.
+    let client = db.client().await;
+    let rows = client
+        .query(
+            "SELECT tenant_id, extension_install_id, count(*) FROM ext_storage_records \
+             GROUP BY 1, 2 ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap();
+    let counts: Vec<(String, String, i64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("tenant-a".into(), "install-1".into(), 2),
+            ("tenant-a".into(), "install-2".into(), 2),
+            ("tenant-b".into(), "install-1".into(), 2),
+        ]
+    );
+}
+
+/// Without the grant every operation is denied, and no statement reaches the database: the
+/// service points at a port where nothing listens, so any query would be `unavailable`.
+#[tokio::test]
+async fn store_capability_denied() {
+    let unreachable = alga_storage::backend::postgres::PgBackend::connect(
+        "postgres://nobody@127.0.0.1:1/none?connect_timeout=1",
+        1,
+    )
+    .unwrap();
+    let service = alga_storage::StorageService::new(std::sync::Arc::new(unreachable));
+    let call = CallContext::new("tenant-a", "install-1"); // no grant
+    let outcome = run_fixture_as(service, STORE_CAPABILITY_DENIED, call, &[]).await;
+    assert_success("store_capability_denied", &outcome);
+
+    // A revoked grant on a live database: denied, and the data written before is kept.
+    let db = TestDb::new().await;
+    let service = db.service();
+    let call = granted("tenant-a", "install-1");
+    service
+        .put(&call, "denied", "k", "1", &Default::default())
+        .await
+        .unwrap();
+    let revoked = CallContext::new("tenant-a", "install-1");
+    let outcome = run_fixture_as(service.clone(), STORE_CAPABILITY_DENIED, revoked, &[]).await;
+    assert_success("store_capability_denied (revoked)", &outcome);
+    assert!(service.get(&call, "denied", "k").await.unwrap().is_some());
+}
+
+/// The README's example extension runs, twice (it is idempotent), and prints its notes.
+#[tokio::test]
+async fn demo_notes() {
+    let db = TestDb::new().await;
+    for _ in 0..2 {
+        let outcome = run_fixture_as(db.service(), DEMO_NOTES, granted("demo", "demo"), &[]).await;
+        assert_success("demo_notes", &outcome);
+        assert!(outcome.stdout.contains("note-1 (rev"), "{}", outcome.stdout);
+        assert!(
+            outcome.stdout.contains("stale write refused"),
+            "{}",
+            outcome.stdout
+        );
+    }
+}

@@ -1,0 +1,384 @@
+//! Host-side tests of what a guest cannot show alone: capability checks before any query,
+//! tenant and install scoping, races on preconditions, counters, and database failures.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use alga_storage::backend::{Backend, ListQuery, NamespaceCounters, WriteBatch};
+use alga_storage::model::{ListOptions, Precondition, PutItem, PutOptions, Record, WriteResult};
+use alga_storage::{BulkError, CallContext, StorageError, StorageService};
+use alga_storage_tests::*;
+use async_trait::async_trait;
+
+/// A backend that fails the test if it is ever called.
+struct UnreachableBackend;
+
+#[async_trait]
+impl Backend for UnreachableBackend {
+    async fn get(
+        &self,
+        _: &CallContext,
+        _: &str,
+        _: &str,
+        _: SystemTime,
+    ) -> Result<Option<Record>, StorageError> {
+        panic!("backend called")
+    }
+    async fn put(
+        &self,
+        _: &CallContext,
+        _: &WriteBatch<'_>,
+    ) -> Result<Vec<WriteResult>, BulkError> {
+        panic!("backend called")
+    }
+    async fn delete(
+        &self,
+        _: &CallContext,
+        _: &str,
+        _: &str,
+        _: Precondition,
+        _: SystemTime,
+    ) -> Result<bool, StorageError> {
+        panic!("backend called")
+    }
+    async fn list(&self, _: &CallContext, _: &ListQuery<'_>) -> Result<Vec<Record>, StorageError> {
+        panic!("backend called")
+    }
+    async fn usage(&self, _: &CallContext) -> Result<Vec<NamespaceCounters>, StorageError> {
+        panic!("backend called")
+    }
+}
+
+#[tokio::test]
+async fn no_grant_is_denied_before_the_backend() {
+    let service = StorageService::new(Arc::new(UnreachableBackend));
+    let call = CallContext::new("t", "i").grant("some.other.capability");
+    let denied = |e: StorageError| assert_eq!(e.code(), "capability-denied", "{e}");
+    denied(service.get(&call, "ns", "k").await.unwrap_err());
+    denied(
+        service
+            .put(&call, "ns", "k", "1", &PutOptions::default())
+            .await
+            .unwrap_err(),
+    );
+    denied(
+        service
+            .delete(&call, "ns", "k", Precondition::None)
+            .await
+            .unwrap_err(),
+    );
+    denied(
+        service
+            .list(&call, "ns", &ListOptions::default())
+            .await
+            .unwrap_err(),
+    );
+    denied(service.usage(&call).await.unwrap_err());
+    let item = PutItem {
+        key: "k".into(),
+        value: "1".into(),
+        options: PutOptions::default(),
+    };
+    let err = service.bulk_put(&call, "ns", &[item]).await.unwrap_err();
+    assert_eq!(err.item, None);
+    denied(err.error);
+}
+
+#[tokio::test]
+async fn tenants_and_installs_are_scoped() {
+    let db = TestDb::new().await;
+    let service = db.service();
+    let a1 = granted("tenant-a", "install-1");
+    let b1 = granted("tenant-b", "install-1");
+    let a2 = granted("tenant-a", "install-2");
+    service
+        .put(&a1, "ns", "k", r#""a1""#, &PutOptions::default())
+        .await
+        .unwrap();
+
+    for other in [&b1, &a2] {
+        assert!(service.get(other, "ns", "k").await.unwrap().is_none());
+        assert!(
+            service
+                .list(other, "ns", &ListOptions::default())
+                .await
+                .unwrap()
+                .entries
+                .is_empty()
+        );
+        assert!(
+            !service
+                .delete(other, "ns", "k", Precondition::None)
+                .await
+                .unwrap()
+        );
+        assert_eq!(service.usage(other).await.unwrap().namespaces.used, 0);
+        // Writing the same key elsewhere creates a separate record at revision 1.
+        let w = service
+            .put(other, "ns", "k", r#""other""#, &PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(w.revision, 1);
+    }
+    let own = service.get(&a1, "ns", "k").await.unwrap().unwrap();
+    assert_eq!((own.value.as_deref(), own.revision), (Some(r#""a1""#), 1));
+}
+
+#[tokio::test]
+async fn concurrent_if_absent_has_one_winner() {
+    let db = TestDb::new().await;
+    let service = db.service();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let service = service.clone();
+        tasks.push(tokio::spawn(async move {
+            let call = granted("t", "i");
+            let options = PutOptions {
+                precondition: Precondition::Absent,
+                ..Default::default()
+            };
+            service
+                .put(&call, "race", "k", &i.to_string(), &options)
+                .await
+        }));
+    }
+    let mut wins = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(w) => {
+                assert_eq!(w.revision, 1);
+                wins += 1;
+            }
+            Err(StorageError::RevisionConflict {
+                current_revision, ..
+            }) => {
+                assert_eq!(current_revision, Some(1))
+            }
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    let usage = service.usage(&granted("t", "i")).await.unwrap();
+    assert_eq!(usage.per_namespace[0].keys.used, 1);
+}
+
+#[tokio::test]
+async fn concurrent_revision_checked_increments_lose_nothing() {
+    let db = TestDb::new().await;
+    let service = db.service();
+    let call = granted("t", "i");
+    service
+        .put(&call, "c", "n", "0", &PutOptions::default())
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (service, call) = (service.clone(), call.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0;
+            while done < 10 {
+                let r = service.get(&call, "c", "n").await.unwrap().unwrap();
+                let n: u64 = r.value.unwrap().parse().unwrap();
+                let options = PutOptions {
+                    precondition: Precondition::Revision(r.revision),
+                    ..Default::default()
+                };
+                match service
+                    .put(&call, "c", "n", &(n + 1).to_string(), &options)
+                    .await
+                {
+                    Ok(_) => done += 1,
+                    Err(StorageError::RevisionConflict { .. }) => {}
+                    Err(other) => panic!("unexpected {other}"),
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let r = service.get(&call, "c", "n").await.unwrap().unwrap();
+    assert_eq!(r.value.as_deref(), Some("80"));
+    assert_eq!(r.revision, 81);
+}
+
+/// Counters equal what is stored after a mix of writes, overwrites, deletes and bulk puts.
+#[tokio::test]
+async fn counters_match_stored_rows() {
+    let db = TestDb::new().await;
+    let service = db.service();
+    let call = granted("t", "i");
+    for i in 0..30u32 {
+        let ns = format!("ns{}", i % 3);
+        let value = "x".repeat((i % 7) as usize);
+        service
+            .put(
+                &call,
+                &ns,
+                &format!("k{}", i % 11),
+                &format!("\"{value}\""),
+                &PutOptions::default(),
+            )
+            .await
+            .unwrap();
+        if i % 4 == 0 {
+            service
+                .delete(
+                    &call,
+                    &ns,
+                    &format!("k{}", (i + 5) % 11),
+                    Precondition::None,
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let items: Vec<PutItem> = (0..10)
+        .map(|i| PutItem {
+            key: format!("b{i}"),
+            value: "[1]".into(),
+            options: PutOptions::default(),
+        })
+        .collect();
+    service.bulk_put(&call, "ns1", &items).await.unwrap();
+
+    let client = db.client().await;
+    let stored = client
+        .query(
+            "SELECT namespace::text, count(*), sum(size_bytes)::bigint FROM ext_storage_records \
+             WHERE tenant_id = 't' AND extension_install_id = 'i' GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let usage = service.usage(&call).await.unwrap();
+    assert_eq!(usage.per_namespace.len(), stored.len());
+    for (row, ns) in stored.iter().zip(&usage.per_namespace) {
+        assert_eq!(ns.namespace, row.get::<_, String>(0));
+        assert_eq!(ns.keys.used as i64, row.get::<_, i64>(1));
+        assert_eq!(ns.bytes as i64, row.get::<_, i64>(2));
+    }
+    let install = client
+        .query_one(
+            "SELECT namespace_count, byte_count FROM ext_storage_install_usage \
+             WHERE tenant_id = 't' AND extension_install_id = 'i'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(install.get::<_, i64>(0), stored.len() as i64);
+    assert_eq!(install.get::<_, i64>(1) as u64, usage.total_bytes.used);
+}
+
+/// Every committed mutation has exactly one audit row; failed ones have none.
+#[tokio::test]
+async fn audit_rows_follow_commits_only() {
+    let db = TestDb::new().await;
+    let service = db.service();
+    let call = granted("t", "i").request_id("req-1");
+    service
+        .put(&call, "ns", "k", "1", &PutOptions::default())
+        .await
+        .unwrap();
+    let stale = PutOptions {
+        precondition: Precondition::Revision(9),
+        ..Default::default()
+    };
+    service
+        .put(&call, "ns", "k", "2", &stale)
+        .await
+        .unwrap_err();
+    service
+        .delete(&call, "ns", "k", Precondition::Revision(9))
+        .await
+        .unwrap_err();
+    service
+        .delete(&call, "ns", "k", Precondition::None)
+        .await
+        .unwrap();
+    service
+        .delete(&call, "ns", "missing", Precondition::None)
+        .await
+        .unwrap();
+
+    let client = db.client().await;
+    let rows = client
+        .query(
+            "SELECT operation, key::text, revision, actor, request_id FROM ext_storage_audit \
+             WHERE tenant_id = 't' ORDER BY occurred_at, id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let ops: Vec<(String, String, i64, String, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            ("put".into(), "k".into(), 1, "test".into(), "req-1".into()),
+            (
+                "delete".into(),
+                "k".into(),
+                1,
+                "test".into(),
+                "req-1".into()
+            ),
+        ]
+    );
+}
+
+/// A database that cannot be reached is `unavailable`, never a panic or `internal`.
+#[tokio::test]
+async fn unreachable_database_is_unavailable() {
+    let backend = alga_storage::backend::postgres::PgBackend::connect(
+        "postgres://nobody@127.0.0.1:1/none?connect_timeout=1",
+        1,
+    )
+    .unwrap();
+    let service = StorageService::new(Arc::new(backend));
+    let call = granted("t", "i");
+    let err = service.get(&call, "ns", "k").await.unwrap_err();
+    assert_eq!(err.code(), "unavailable", "{err}");
+    let err = service
+        .put(&call, "ns", "k", "1", &PutOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "unavailable", "{err}");
+}
+
+/// Keys that look like SQL or LIKE patterns are stored and listed literally.
+#[tokio::test]
+async fn hostile_looking_keys_are_data() {
+    let db = TestDb::new().await;
+    let service = db.service();
+    let call = granted("t", "i");
+    let keys = [
+        "'; DROP TABLE ext_storage_records; --",
+        "%",
+        "_",
+        "\\",
+        "a'b\"c",
+        "🦀",
+    ];
+    for k in keys {
+        service
+            .put(&call, "ns", k, "1", &PutOptions::default())
+            .await
+            .unwrap();
+        assert!(service.get(&call, "ns", k).await.unwrap().is_some(), "{k}");
+        let page = service
+            .list(
+                &call,
+                "ns",
+                &ListOptions {
+                    prefix: Some(k.into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.entries.len(), 1, "prefix {k:?}");
+    }
+}
