@@ -10,4 +10,6 @@ if [ -z "${DATABASE_URL:-}" ]; then
 fi
 
 cargo fmt --all --check
+cargo clippy --locked --workspace --exclude alga-storage-fixtures --all-targets -- -D warnings
+cargo clippy --locked --package alga-storage-fixtures --target wasm32-wasip2 --bins -- -D warnings
 cargo test --locked --workspace --exclude alga-storage-fixtures "$@"

@@ -32,6 +32,9 @@ fn main() {
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_BUILD_RUSTFLAGS")
         .env_remove("CARGO_MAKEFLAGS")
+        // `cargo clippy` sets a wrapper for the outer build; the fixtures are linted on their own.
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("RUSTC_WRAPPER")
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
         .status()
         .expect("cannot run cargo to build the fixtures");
