@@ -7,8 +7,140 @@
 --   AS409  revision conflict  {"item": 0-based index, "current_revision": n | null}
 --   AS429  quota exceeded     {"quota": name, "limit": n, "usage": n}
 --
--- Locks are always taken in the same order (records by key, then the namespace counter row,
--- then the install counter row) so concurrent writers cannot deadlock.
+-- Locks are taken in one order (records by key, then expired records with SKIP LOCKED, then the
+-- namespace counter row, then the install counter row), so concurrent writers cannot deadlock.
+
+-- Deletes up to p_limit expired records of one namespace, with an audit row each, and returns
+-- what they held. Rows other transactions hold are skipped, so a sweep never waits. The caller
+-- applies the freed amounts to the counters.
+CREATE FUNCTION alga_storage_sweep(
+    p_tenant_id text,
+    p_install_id text,
+    p_namespace text,
+    p_now timestamptz,
+    p_limit integer,
+    p_extension_id text,
+    p_request_id text,
+    OUT freed_keys bigint,
+    OUT freed_bytes bigint)
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    v_expired record;
+BEGIN
+    freed_keys := 0;
+    freed_bytes := 0;
+    FOR v_expired IN
+        SELECT r.key, r.revision, r.size_bytes
+          FROM ext_storage_records r
+         WHERE r.tenant_id = p_tenant_id
+           AND r.extension_install_id = p_install_id
+           AND r.namespace = p_namespace
+           AND r.ttl_expires_at <= p_now
+         ORDER BY r.ttl_expires_at
+         LIMIT p_limit
+           FOR UPDATE SKIP LOCKED
+    LOOP
+        DELETE FROM ext_storage_records r
+         WHERE r.tenant_id = p_tenant_id
+           AND r.extension_install_id = p_install_id
+           AND r.namespace = p_namespace
+           AND r.key = v_expired.key;
+        INSERT INTO ext_storage_audit
+            (tenant_id, extension_install_id, extension_id, namespace, key, operation, actor,
+             revision, bytes, request_id, occurred_at)
+        VALUES
+            (p_tenant_id, p_install_id, p_extension_id, p_namespace, v_expired.key, 'expire',
+             'system:ttl', v_expired.revision, v_expired.size_bytes, p_request_id, p_now);
+        freed_keys := freed_keys + 1;
+        freed_bytes := freed_bytes + v_expired.size_bytes;
+    END LOOP;
+END
+$fn$;
+
+-- Applies a change of keys and bytes to the namespace and install counters and enforces the
+-- quotas on growth; returns the counters after the change.
+CREATE FUNCTION alga_storage_count(
+    p_tenant_id text,
+    p_install_id text,
+    p_namespace text,
+    p_delta_keys bigint,
+    p_delta_bytes bigint,
+    p_max_namespaces bigint,
+    p_max_keys bigint,
+    p_max_bytes bigint,
+    OUT namespace_keys bigint,
+    OUT namespaces bigint,
+    OUT namespaces_delta bigint,
+    OUT total_bytes bigint)
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    namespaces_delta := 0;
+    -- UPDATE first: a shrinking change (negative deltas) always finds its row. The INSERT only
+    -- runs for a namespace's first record; its ON CONFLICT covers a concurrent first record.
+    UPDATE ext_storage_namespace_usage u
+       SET key_count = u.key_count + p_delta_keys,
+           byte_count = u.byte_count + p_delta_bytes
+     WHERE u.tenant_id = p_tenant_id
+       AND u.extension_install_id = p_install_id
+       AND u.namespace = p_namespace
+    RETURNING u.key_count INTO namespace_keys;
+    IF NOT FOUND THEN
+        INSERT INTO ext_storage_namespace_usage AS u
+            (tenant_id, extension_install_id, namespace, key_count, byte_count)
+        VALUES (p_tenant_id, p_install_id, p_namespace, p_delta_keys, p_delta_bytes)
+        ON CONFLICT (tenant_id, extension_install_id, namespace) DO UPDATE
+            SET key_count = u.key_count + EXCLUDED.key_count,
+                byte_count = u.byte_count + EXCLUDED.byte_count
+        RETURNING u.key_count INTO namespace_keys;
+    END IF;
+
+    IF p_delta_keys > 0 AND namespace_keys > p_max_keys THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'AS429',
+            MESSAGE = 'alga-storage: quota exceeded',
+            DETAIL = json_build_object('quota', 'keys-per-namespace', 'limit', p_max_keys,
+                                       'usage', namespace_keys - p_delta_keys)::text;
+    END IF;
+    IF namespace_keys - p_delta_keys = 0 AND namespace_keys > 0 THEN
+        namespaces_delta := 1;
+    ELSIF namespace_keys - p_delta_keys > 0 AND namespace_keys = 0 THEN
+        namespaces_delta := -1;
+    END IF;
+
+    UPDATE ext_storage_install_usage u
+       SET namespace_count = u.namespace_count + namespaces_delta,
+           byte_count = u.byte_count + p_delta_bytes
+     WHERE u.tenant_id = p_tenant_id
+       AND u.extension_install_id = p_install_id
+    RETURNING u.namespace_count, u.byte_count INTO namespaces, total_bytes;
+    IF NOT FOUND THEN
+        INSERT INTO ext_storage_install_usage AS u
+            (tenant_id, extension_install_id, namespace_count, byte_count)
+        VALUES (p_tenant_id, p_install_id, namespaces_delta, p_delta_bytes)
+        ON CONFLICT (tenant_id, extension_install_id) DO UPDATE
+            SET namespace_count = u.namespace_count + EXCLUDED.namespace_count,
+                byte_count = u.byte_count + EXCLUDED.byte_count
+        RETURNING u.namespace_count, u.byte_count INTO namespaces, total_bytes;
+    END IF;
+
+    IF namespaces_delta > 0 AND namespaces > p_max_namespaces THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'AS429',
+            MESSAGE = 'alga-storage: quota exceeded',
+            DETAIL = json_build_object('quota', 'namespaces', 'limit', p_max_namespaces,
+                                       'usage', namespaces - 1)::text;
+    END IF;
+    IF p_delta_bytes > 0 AND total_bytes > p_max_bytes THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'AS429',
+            MESSAGE = 'alga-storage: quota exceeded',
+            DETAIL = json_build_object('quota', 'total-bytes', 'limit', p_max_bytes,
+                                       'usage', total_bytes - p_delta_bytes)::text;
+    END IF;
+END
+$fn$;
 
 CREATE FUNCTION alga_storage_put(
     p_tenant_id text,
@@ -28,8 +160,12 @@ CREATE FUNCTION alga_storage_put(
     p_request_id text,
     p_max_namespaces bigint,
     p_max_keys bigint,
-    p_max_bytes bigint)
-RETURNS TABLE (out_item integer, out_revision bigint, out_created boolean)
+    p_max_bytes bigint,
+    p_sweep_limit integer)
+RETURNS TABLE (out_item integer, out_revision bigint, out_created boolean,
+               out_namespace_keys bigint, out_namespace_keys_delta bigint,
+               out_total_bytes bigint, out_total_bytes_delta bigint,
+               out_namespaces bigint, out_namespaces_delta bigint)
 LANGUAGE plpgsql
 AS $fn$
 DECLARE
@@ -44,10 +180,9 @@ DECLARE
     v_created boolean[] := array_fill(false, ARRAY[cardinality(p_keys)]);
     v_delta_keys bigint := 0;
     v_delta_bytes bigint := 0;
-    v_ns_keys bigint;
-    v_ns_delta bigint := 0;
-    v_namespaces bigint;
-    v_total_bytes bigint;
+    v_swept record;
+    v_counters record;
+    v_counted boolean := false;
 BEGIN
     FOR v_i IN
         SELECT t.ord FROM unnest(p_keys) WITH ORDINALITY AS t(k, ord) ORDER BY t.k COLLATE "C"
@@ -78,6 +213,7 @@ BEGIN
             END IF;
 
             IF v_found THEN
+                -- An expired record is replaced as if absent: the key starts again at 1.
                 UPDATE ext_storage_records r
                    SET value = p_values[v_i],
                        metadata = p_metadata[v_i],
@@ -124,75 +260,34 @@ BEGIN
              v_revision, p_sizes[v_i], p_request_id, p_now);
     END LOOP;
 
+    -- Opportunistic TTL cleanup: the space of expired records counts for this very write.
+    SELECT * INTO v_swept
+      FROM alga_storage_sweep(p_tenant_id, p_install_id, p_namespace, p_now, p_sweep_limit,
+                              p_extension_id, p_request_id);
+    v_delta_keys := v_delta_keys - v_swept.freed_keys;
+    v_delta_bytes := v_delta_bytes - v_swept.freed_bytes;
+
     -- Same-size overwrites change no counter: skip the counter rows, which every other write
     -- of the install contends on.
     IF v_delta_keys <> 0 OR v_delta_bytes <> 0 THEN
-        -- UPDATE first: a shrinking write (negative deltas) always finds its row. The INSERT
-        -- only runs for a namespace's first record, and its ON CONFLICT covers a concurrent first.
-        UPDATE ext_storage_namespace_usage u
-           SET key_count = u.key_count + v_delta_keys,
-               byte_count = u.byte_count + v_delta_bytes
-         WHERE u.tenant_id = p_tenant_id
-           AND u.extension_install_id = p_install_id
-           AND u.namespace = p_namespace
-        RETURNING u.key_count INTO v_ns_keys;
-        IF NOT FOUND THEN
-            INSERT INTO ext_storage_namespace_usage AS u
-                (tenant_id, extension_install_id, namespace, key_count, byte_count)
-            VALUES (p_tenant_id, p_install_id, p_namespace, v_delta_keys, v_delta_bytes)
-            ON CONFLICT (tenant_id, extension_install_id, namespace) DO UPDATE
-                SET key_count = u.key_count + EXCLUDED.key_count,
-                    byte_count = u.byte_count + EXCLUDED.byte_count
-            RETURNING u.key_count INTO v_ns_keys;
-        END IF;
-
-        IF v_delta_keys > 0 AND v_ns_keys > p_max_keys THEN
-            RAISE EXCEPTION USING
-                ERRCODE = 'AS429',
-                MESSAGE = 'alga-storage: quota exceeded',
-                DETAIL = json_build_object('quota', 'keys-per-namespace', 'limit', p_max_keys,
-                                           'usage', v_ns_keys - v_delta_keys)::text;
-        END IF;
-        IF v_ns_keys - v_delta_keys = 0 AND v_ns_keys > 0 THEN
-            v_ns_delta := 1;
-        END IF;
-
-        UPDATE ext_storage_install_usage u
-           SET namespace_count = u.namespace_count + v_ns_delta,
-               byte_count = u.byte_count + v_delta_bytes
-         WHERE u.tenant_id = p_tenant_id
-           AND u.extension_install_id = p_install_id
-        RETURNING u.namespace_count, u.byte_count INTO v_namespaces, v_total_bytes;
-        IF NOT FOUND THEN
-            INSERT INTO ext_storage_install_usage AS u
-                (tenant_id, extension_install_id, namespace_count, byte_count)
-            VALUES (p_tenant_id, p_install_id, v_ns_delta, v_delta_bytes)
-            ON CONFLICT (tenant_id, extension_install_id) DO UPDATE
-                SET namespace_count = u.namespace_count + EXCLUDED.namespace_count,
-                    byte_count = u.byte_count + EXCLUDED.byte_count
-            RETURNING u.namespace_count, u.byte_count INTO v_namespaces, v_total_bytes;
-        END IF;
-
-        IF v_ns_delta > 0 AND v_namespaces > p_max_namespaces THEN
-            RAISE EXCEPTION USING
-                ERRCODE = 'AS429',
-                MESSAGE = 'alga-storage: quota exceeded',
-                DETAIL = json_build_object('quota', 'namespaces', 'limit', p_max_namespaces,
-                                           'usage', v_namespaces - 1)::text;
-        END IF;
-        IF v_delta_bytes > 0 AND v_total_bytes > p_max_bytes THEN
-            RAISE EXCEPTION USING
-                ERRCODE = 'AS429',
-                MESSAGE = 'alga-storage: quota exceeded',
-                DETAIL = json_build_object('quota', 'total-bytes', 'limit', p_max_bytes,
-                                           'usage', v_total_bytes - v_delta_bytes)::text;
-        END IF;
+        SELECT * INTO v_counters
+          FROM alga_storage_count(p_tenant_id, p_install_id, p_namespace, v_delta_keys,
+                                  v_delta_bytes, p_max_namespaces, p_max_keys, p_max_bytes);
+        v_counted := true;
     END IF;
 
     FOR v_i IN 1 .. v_count LOOP
         out_item := v_i - 1;
         out_revision := v_revisions[v_i];
         out_created := v_created[v_i];
+        IF v_counted THEN
+            out_namespace_keys := v_counters.namespace_keys;
+            out_namespace_keys_delta := v_delta_keys;
+            out_total_bytes := v_counters.total_bytes;
+            out_total_bytes_delta := v_delta_bytes;
+            out_namespaces := v_counters.namespaces;
+            out_namespaces_delta := v_counters.namespaces_delta;
+        END IF;
         RETURN NEXT;
     END LOOP;
 END
@@ -208,7 +303,8 @@ CREATE FUNCTION alga_storage_delete(
     p_now timestamptz,
     p_extension_id text,
     p_actor text,
-    p_request_id text)
+    p_request_id text,
+    p_sweep_limit integer)
 RETURNS boolean
 LANGUAGE plpgsql
 AS $fn$
@@ -218,7 +314,9 @@ DECLARE
     v_expired boolean;
     v_found boolean;
     v_visible boolean;
-    v_ns_keys bigint;
+    v_delta_keys bigint := 0;
+    v_delta_bytes bigint := 0;
+    v_swept record;
 BEGIN
     SELECT r.revision, r.size_bytes,
            (r.ttl_expires_at IS NOT NULL AND r.ttl_expires_at <= p_now)
@@ -242,40 +340,146 @@ BEGIN
                 'item', 0,
                 'current_revision', CASE WHEN v_visible THEN v_revision END)::text;
     END IF;
-    IF NOT v_found THEN
-        RETURN false;
+
+    IF v_found THEN
+        DELETE FROM ext_storage_records r
+         WHERE r.tenant_id = p_tenant_id
+           AND r.extension_install_id = p_install_id
+           AND r.namespace = p_namespace
+           AND r.key = p_key;
+        v_delta_keys := -1;
+        v_delta_bytes := -v_size;
+        -- An expired record is removed as TTL cleanup, not as the caller's delete.
+        INSERT INTO ext_storage_audit
+            (tenant_id, extension_install_id, extension_id, namespace, key, operation, actor,
+             revision, bytes, request_id, occurred_at)
+        VALUES
+            (p_tenant_id, p_install_id, p_extension_id, p_namespace, p_key,
+             CASE WHEN v_visible THEN 'delete' ELSE 'expire' END,
+             CASE WHEN v_visible THEN p_actor ELSE 'system:ttl' END,
+             v_revision, v_size, p_request_id, p_now);
     END IF;
 
-    DELETE FROM ext_storage_records r
-     WHERE r.tenant_id = p_tenant_id
-       AND r.extension_install_id = p_install_id
-       AND r.namespace = p_namespace
-       AND r.key = p_key;
-
-    UPDATE ext_storage_namespace_usage u
-       SET key_count = u.key_count - 1,
-           byte_count = u.byte_count - v_size
-     WHERE u.tenant_id = p_tenant_id
-       AND u.extension_install_id = p_install_id
-       AND u.namespace = p_namespace
-    RETURNING u.key_count INTO v_ns_keys;
-
-    UPDATE ext_storage_install_usage u
-       SET namespace_count = u.namespace_count - CASE WHEN v_ns_keys = 0 THEN 1 ELSE 0 END,
-           byte_count = u.byte_count - v_size
-     WHERE u.tenant_id = p_tenant_id
-       AND u.extension_install_id = p_install_id;
-
-    -- An expired record is removed as TTL cleanup, not as the caller's delete.
-    INSERT INTO ext_storage_audit
-        (tenant_id, extension_install_id, extension_id, namespace, key, operation, actor,
-         revision, bytes, request_id, occurred_at)
-    VALUES
-        (p_tenant_id, p_install_id, p_extension_id, p_namespace, p_key,
-         CASE WHEN v_visible THEN 'delete' ELSE 'expire' END,
-         CASE WHEN v_visible THEN p_actor ELSE 'system:ttl' END,
-         v_revision, v_size, p_request_id, p_now);
+    SELECT * INTO v_swept
+      FROM alga_storage_sweep(p_tenant_id, p_install_id, p_namespace, p_now, p_sweep_limit,
+                              p_extension_id, p_request_id);
+    v_delta_keys := v_delta_keys - v_swept.freed_keys;
+    v_delta_bytes := v_delta_bytes - v_swept.freed_bytes;
+    IF v_delta_keys <> 0 OR v_delta_bytes <> 0 THEN
+        -- Only shrinks: no quota can trip, so the limits are unbounded here.
+        PERFORM alga_storage_count(p_tenant_id, p_install_id, p_namespace, v_delta_keys,
+                                   v_delta_bytes, NULL, NULL, NULL);
+    END IF;
     RETURN v_visible;
+END
+$fn$;
+
+-- Operator repair: compares the install's counters with its records and, with p_apply, sets
+-- them to what the records give (an audit row per repaired counter). Locks the counter rows in
+-- the writers' order first, so no write changes them while they are recomputed.
+CREATE FUNCTION alga_storage_recount(
+    p_tenant_id text,
+    p_install_id text,
+    p_apply boolean,
+    p_now timestamptz,
+    p_extension_id text,
+    p_actor text,
+    p_request_id text)
+RETURNS TABLE (out_namespace text, out_counted_keys bigint, out_actual_keys bigint,
+               out_counted_bytes bigint, out_actual_bytes bigint)
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    v_row record;
+    v_namespaces bigint := 0;
+    v_bytes bigint := 0;
+    v_counted_namespaces bigint;
+    v_counted_bytes bigint;
+BEGIN
+    IF p_apply THEN
+        PERFORM 1 FROM ext_storage_namespace_usage u
+          WHERE u.tenant_id = p_tenant_id AND u.extension_install_id = p_install_id
+          ORDER BY u.namespace
+            FOR UPDATE;
+        PERFORM 1 FROM ext_storage_install_usage u
+          WHERE u.tenant_id = p_tenant_id AND u.extension_install_id = p_install_id
+            FOR UPDATE;
+    END IF;
+
+    FOR v_row IN
+        SELECT coalesce(a.namespace, c.namespace)::text AS namespace,
+               coalesce(c.key_count, 0) AS counted_keys,
+               coalesce(a.keys, 0) AS actual_keys,
+               coalesce(c.byte_count, 0) AS counted_bytes,
+               coalesce(a.bytes, 0) AS actual_bytes
+          FROM (SELECT r.namespace, count(*) AS keys, sum(r.size_bytes)::bigint AS bytes
+                  FROM ext_storage_records r
+                 WHERE r.tenant_id = p_tenant_id AND r.extension_install_id = p_install_id
+                 GROUP BY r.namespace) a
+          FULL JOIN (SELECT u.namespace, u.key_count, u.byte_count
+                       FROM ext_storage_namespace_usage u
+                      WHERE u.tenant_id = p_tenant_id
+                        AND u.extension_install_id = p_install_id) c
+            ON c.namespace = a.namespace
+         ORDER BY 1
+    LOOP
+        IF v_row.actual_keys > 0 THEN
+            v_namespaces := v_namespaces + 1;
+        END IF;
+        v_bytes := v_bytes + v_row.actual_bytes;
+        CONTINUE WHEN v_row.counted_keys = v_row.actual_keys
+                  AND v_row.counted_bytes = v_row.actual_bytes;
+        out_namespace := v_row.namespace;
+        out_counted_keys := v_row.counted_keys;
+        out_actual_keys := v_row.actual_keys;
+        out_counted_bytes := v_row.counted_bytes;
+        out_actual_bytes := v_row.actual_bytes;
+        RETURN NEXT;
+        IF p_apply THEN
+            INSERT INTO ext_storage_namespace_usage AS u
+                (tenant_id, extension_install_id, namespace, key_count, byte_count)
+            VALUES (p_tenant_id, p_install_id, v_row.namespace, v_row.actual_keys,
+                    v_row.actual_bytes)
+            ON CONFLICT (tenant_id, extension_install_id, namespace) DO UPDATE
+                SET key_count = EXCLUDED.key_count, byte_count = EXCLUDED.byte_count;
+            INSERT INTO ext_storage_audit
+                (tenant_id, extension_install_id, extension_id, namespace, key, operation,
+                 actor, revision, bytes, request_id, occurred_at)
+            VALUES
+                (p_tenant_id, p_install_id, p_extension_id, v_row.namespace, NULL,
+                 'counter-repair', p_actor, NULL, v_row.actual_bytes - v_row.counted_bytes,
+                 p_request_id, p_now);
+        END IF;
+    END LOOP;
+
+    SELECT u.namespace_count, u.byte_count INTO v_counted_namespaces, v_counted_bytes
+      FROM ext_storage_install_usage u
+     WHERE u.tenant_id = p_tenant_id AND u.extension_install_id = p_install_id;
+    v_counted_namespaces := coalesce(v_counted_namespaces, 0);
+    v_counted_bytes := coalesce(v_counted_bytes, 0);
+    IF v_counted_namespaces <> v_namespaces OR v_counted_bytes <> v_bytes THEN
+        -- The install's totals: "keys" are namespaces holding records.
+        out_namespace := NULL;
+        out_counted_keys := v_counted_namespaces;
+        out_actual_keys := v_namespaces;
+        out_counted_bytes := v_counted_bytes;
+        out_actual_bytes := v_bytes;
+        RETURN NEXT;
+        IF p_apply THEN
+            INSERT INTO ext_storage_install_usage AS u
+                (tenant_id, extension_install_id, namespace_count, byte_count)
+            VALUES (p_tenant_id, p_install_id, v_namespaces, v_bytes)
+            ON CONFLICT (tenant_id, extension_install_id) DO UPDATE
+                SET namespace_count = EXCLUDED.namespace_count,
+                    byte_count = EXCLUDED.byte_count;
+            INSERT INTO ext_storage_audit
+                (tenant_id, extension_install_id, extension_id, namespace, key, operation,
+                 actor, revision, bytes, request_id, occurred_at)
+            VALUES
+                (p_tenant_id, p_install_id, p_extension_id, NULL, NULL, 'counter-repair',
+                 p_actor, NULL, v_bytes - v_counted_bytes, p_request_id, p_now);
+        END IF;
+    END IF;
 END
 $fn$;
 
@@ -283,14 +487,26 @@ DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
         PERFORM create_distributed_function(
+            'alga_storage_sweep(text, text, text, timestamptz, integer, text, text)',
+            distribution_arg_name := 'p_tenant_id',
+            colocate_with := 'ext_storage_records');
+        PERFORM create_distributed_function(
+            'alga_storage_count(text, text, text, bigint, bigint, bigint, bigint, bigint)',
+            distribution_arg_name := 'p_tenant_id',
+            colocate_with := 'ext_storage_records');
+        PERFORM create_distributed_function(
             'alga_storage_put(text, text, text, text[], jsonb[], jsonb[], bigint[], smallint[], '
             'bigint[], timestamptz[], integer[], timestamptz, text, text, text, bigint, bigint, '
-            'bigint)',
+            'bigint, integer)',
             distribution_arg_name := 'p_tenant_id',
             colocate_with := 'ext_storage_records');
         PERFORM create_distributed_function(
             'alga_storage_delete(text, text, text, text, smallint, bigint, timestamptz, text, '
-            'text, text)',
+            'text, text, integer)',
+            distribution_arg_name := 'p_tenant_id',
+            colocate_with := 'ext_storage_records');
+        PERFORM create_distributed_function(
+            'alga_storage_recount(text, text, boolean, timestamptz, text, text, text)',
             distribution_arg_name := 'p_tenant_id',
             colocate_with := 'ext_storage_records');
     END IF;

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeSet;
 
+use crate::limits::Limits;
+
 /// The capability an install needs for any storage call.
 pub const STORAGE_CAPABILITY: &str = "alga.storage";
 
@@ -21,6 +23,9 @@ pub struct CallContext {
     pub grants: BTreeSet<String>,
     /// Correlates this call with the embedder's request, if it has one.
     pub request_id: Option<String>,
+    /// The install's limits, if the embedder sets them; otherwise the service's defaults apply.
+    /// Either way they are capped by the service's maximums.
+    pub limits: Option<Limits>,
 }
 
 impl CallContext {
@@ -34,6 +39,7 @@ impl CallContext {
             install_id,
             grants: BTreeSet::new(),
             request_id: None,
+            limits: None,
         }
     }
 
@@ -58,6 +64,12 @@ impl CallContext {
     /// Sets the request id recorded in audit rows and logs.
     pub fn request_id(mut self, request_id: impl Into<String>) -> Self {
         self.request_id = Some(request_id.into());
+        self
+    }
+
+    /// Sets the install's limits (capped by the service's maximums).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = Some(limits);
         self
     }
 

@@ -21,13 +21,16 @@
 //! ```
 
 pub mod backend;
+pub mod cli;
 pub mod context;
 pub mod error;
 pub mod limits;
 pub mod model;
+pub mod observe;
 pub mod service;
 pub mod wasm;
 
 pub use context::{CallContext, STORAGE_CAPABILITY};
 pub use error::{BulkError, Quota, StorageError, Violation};
+pub use limits::Limits;
 pub use service::StorageService;

@@ -1,7 +1,7 @@
 //! Runs every guest fixture against real PostgreSQL. `foreach_fixture!` names every component in
 //! `fixtures/src/bin`; a fixture without a test here fails to compile.
 
-use alga_storage::CallContext;
+use alga_storage::{CallContext, Limits};
 use alga_storage_tests::*;
 
 macro_rules! assert_test_exists {
@@ -178,4 +178,16 @@ async fn demo_notes() {
             outcome.stdout
         );
     }
+}
+
+/// A guest that reads `usage` and stops writing at 80 % of its key quota.
+#[tokio::test]
+async fn store_quota_backoff() {
+    let db = TestDb::new().await;
+    let call = granted("t", "i").limits(Limits {
+        max_keys_per_namespace: 10,
+        ..Limits::DEFAULT
+    });
+    let outcome = run_fixture_as(db.service(), STORE_QUOTA_BACKOFF, call, &[]).await;
+    assert_success("store_quota_backoff", &outcome);
 }

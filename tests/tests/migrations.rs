@@ -59,7 +59,13 @@ async fn up_down_up_on_empty_database() {
     assert!(expected_tables.contains(&"ext_storage_records".to_string()));
     assert_eq!(
         functions(&client).await,
-        ["alga_storage_delete", "alga_storage_put"]
+        [
+            "alga_storage_count",
+            "alga_storage_delete",
+            "alga_storage_put",
+            "alga_storage_recount",
+            "alga_storage_sweep"
+        ]
     );
 
     let mut reverted = all.clone();

@@ -4,8 +4,10 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use alga_storage::backend::{Backend, ListQuery, NamespaceCounters, WriteBatch};
-use alga_storage::model::{ListOptions, Precondition, PutItem, PutOptions, Record, WriteResult};
+use alga_storage::backend::{
+    Backend, CounterDrift, ListQuery, NamespaceCounters, WriteBatch, WriteOutcome,
+};
+use alga_storage::model::{ListOptions, Precondition, PutItem, PutOptions, Record};
 use alga_storage::{BulkError, CallContext, StorageError, StorageService};
 use alga_storage_tests::*;
 use async_trait::async_trait;
@@ -24,11 +26,7 @@ impl Backend for UnreachableBackend {
     ) -> Result<Option<Record>, StorageError> {
         panic!("backend called")
     }
-    async fn put(
-        &self,
-        _: &CallContext,
-        _: &WriteBatch<'_>,
-    ) -> Result<Vec<WriteResult>, BulkError> {
+    async fn put(&self, _: &CallContext, _: &WriteBatch<'_>) -> Result<WriteOutcome, BulkError> {
         panic!("backend called")
     }
     async fn delete(
@@ -38,13 +36,26 @@ impl Backend for UnreachableBackend {
         _: &str,
         _: Precondition,
         _: SystemTime,
+        _: u32,
     ) -> Result<bool, StorageError> {
         panic!("backend called")
     }
     async fn list(&self, _: &CallContext, _: &ListQuery<'_>) -> Result<Vec<Record>, StorageError> {
         panic!("backend called")
     }
-    async fn usage(&self, _: &CallContext) -> Result<Vec<NamespaceCounters>, StorageError> {
+    async fn usage(
+        &self,
+        _: &CallContext,
+        _: SystemTime,
+    ) -> Result<Vec<NamespaceCounters>, StorageError> {
+        panic!("backend called")
+    }
+    async fn recount(
+        &self,
+        _: &CallContext,
+        _: bool,
+        _: SystemTime,
+    ) -> Result<Vec<CounterDrift>, StorageError> {
         panic!("backend called")
     }
 }

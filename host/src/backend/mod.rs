@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use crate::context::CallContext;
 use crate::error::{BulkError, StorageError};
-use crate::limits::Quotas;
+use crate::limits::Limits;
 use crate::model::{Precondition, Record, WriteResult};
 
 /// One record to write, already validated by the service.
@@ -41,8 +41,60 @@ pub struct WriteBatch<'a> {
     pub items: Vec<WriteItem<'a>>,
     /// The time of the write (records' timestamps, TTL comparisons).
     pub now: SystemTime,
-    /// The quotas to enforce in the write's transaction.
-    pub quotas: Quotas,
+    /// The install's limits; the backend enforces the quotas in the write's transaction.
+    pub limits: Limits,
+    /// Expired records of the namespace to delete in the same transaction, at most.
+    pub sweep_limit: u32,
+}
+
+/// How a write moved the install's counters (after the write, and by how much).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterChange {
+    /// Records in the written namespace.
+    pub namespace_keys: u64,
+    /// Change of `namespace_keys`.
+    pub namespace_keys_delta: i64,
+    /// Bytes across the install.
+    pub total_bytes: u64,
+    /// Change of `total_bytes`.
+    pub total_bytes_delta: i64,
+    /// Namespaces holding records.
+    pub namespaces: u64,
+    /// Change of `namespaces`.
+    pub namespaces_delta: i64,
+}
+
+/// The outcome of an atomic write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// One result per item, in item order.
+    pub results: Vec<WriteResult>,
+    /// The counters after the write; `None` when the write changed none (same-size overwrite).
+    pub counters: Option<CounterChange>,
+}
+
+/// Which counter a drift concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriftScope {
+    /// A namespace's keys and bytes.
+    Namespace(String),
+    /// The install's totals: "keys" are namespaces holding records, "bytes" all bytes.
+    Install,
+}
+
+/// A counter that differs from what the records give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterDrift {
+    /// Which counter.
+    pub scope: DriftScope,
+    /// Keys (namespaces for the install) as counted.
+    pub counted_keys: i64,
+    /// Keys (namespaces for the install) as stored.
+    pub actual_keys: i64,
+    /// Bytes as counted.
+    pub counted_bytes: i64,
+    /// Bytes as stored.
+    pub actual_bytes: i64,
 }
 
 /// A page request with the key range already computed by the service.
@@ -87,14 +139,16 @@ pub trait Backend: Send + Sync + 'static {
         now: SystemTime,
     ) -> Result<Option<Record>, StorageError>;
 
-    /// Applies every item of `batch` atomically, with its precondition, counters and audit rows.
+    /// Applies every item of `batch` atomically, with its precondition, the quotas, counters,
+    /// audit rows and a TTL sweep of the namespace.
     async fn put(
         &self,
         ctx: &CallContext,
         batch: &WriteBatch<'_>,
-    ) -> Result<Vec<WriteResult>, BulkError>;
+    ) -> Result<WriteOutcome, BulkError>;
 
-    /// Deletes `key` if `precondition` holds; true when a live record was deleted.
+    /// Deletes `key` if `precondition` holds, and sweeps up to `sweep_limit` expired records of
+    /// the namespace; true when a live record was deleted.
     async fn delete(
         &self,
         ctx: &CallContext,
@@ -102,6 +156,7 @@ pub trait Backend: Send + Sync + 'static {
         key: &str,
         precondition: Precondition,
         now: SystemTime,
+        sweep_limit: u32,
     ) -> Result<bool, StorageError>;
 
     /// Up to `query.limit` live records in key byte order.
@@ -111,6 +166,20 @@ pub trait Backend: Send + Sync + 'static {
         query: &ListQuery<'_>,
     ) -> Result<Vec<Record>, StorageError>;
 
-    /// The install's counters, per namespace holding records, in namespace order.
-    async fn usage(&self, ctx: &CallContext) -> Result<Vec<NamespaceCounters>, StorageError>;
+    /// The install's live usage (records expired by `now` excluded, swept or not), per namespace
+    /// holding live records, in namespace order.
+    async fn usage(
+        &self,
+        ctx: &CallContext,
+        now: SystemTime,
+    ) -> Result<Vec<NamespaceCounters>, StorageError>;
+
+    /// Compares the install's counters with its records; with `apply`, repairs them (with audit
+    /// rows). Returns the counters that differed.
+    async fn recount(
+        &self,
+        ctx: &CallContext,
+        apply: bool,
+        now: SystemTime,
+    ) -> Result<Vec<CounterDrift>, StorageError>;
 }

@@ -8,50 +8,65 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::backend::{Backend, ListQuery, WriteBatch, WriteItem};
+use crate::backend::{Backend, CounterChange, CounterDrift, ListQuery, WriteBatch, WriteItem};
 use crate::context::{CallContext, STORAGE_CAPABILITY};
-use crate::error::{BulkError, StorageError};
-use crate::limits::{
-    DEFAULT_PAGE_SIZE, MAX_BULK_ITEMS, MAX_METADATA_BYTES, MAX_VALUE_BYTES, Quotas,
-};
+use crate::error::{BulkError, Quota, StorageError};
+use crate::limits::{DEFAULT_PAGE_SIZE, Limits, TTL_SWEEP_BATCH};
 use crate::model::{
     ListOptions, ListPage, NamespaceUsage, Precondition, PutItem, PutOptions, QuotaUsage, Record,
     Usage, WriteResult,
 };
+use crate::observe::{QuotaThreshold, StorageObserver, TracingObserver, crossed_thresholds};
 
 /// The storage service. Cheap to clone; share one per process.
 #[derive(Clone)]
 pub struct StorageService {
     backend: Arc<dyn Backend>,
-    quotas: Quotas,
+    default_limits: Limits,
+    max_limits: Limits,
+    observer: Arc<dyn StorageObserver>,
 }
 
 impl std::fmt::Debug for StorageService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StorageService")
-            .field("quotas", &self.quotas)
+            .field("default_limits", &self.default_limits)
+            .field("max_limits", &self.max_limits)
             .finish_non_exhaustive()
     }
 }
 
 impl StorageService {
-    /// A service over `backend` with the default quotas.
+    /// A service over `backend` with the default limits, no install allowed more, and events
+    /// logged with `tracing`.
     pub fn new(backend: Arc<dyn Backend>) -> Self {
         Self {
             backend,
-            quotas: Quotas::default(),
+            default_limits: Limits::DEFAULT,
+            max_limits: Limits::DEFAULT,
+            observer: Arc::new(TracingObserver),
         }
     }
 
-    /// Replaces the quotas applied to every install.
-    pub fn with_quotas(mut self, quotas: Quotas) -> Self {
-        self.quotas = quotas;
+    /// Sets the limits of installs whose context carries none, and the most any context may
+    /// ask for. Both are capped by the contract's size limits.
+    pub fn with_limits(mut self, defaults: Limits, maximums: Limits) -> Self {
+        self.max_limits = maximums.capped_by(&Limits::CONTRACT);
+        self.default_limits = defaults.capped_by(&self.max_limits);
         self
     }
 
-    /// The quotas applied to `ctx`'s install.
-    pub fn quotas_for(&self, _ctx: &CallContext) -> Quotas {
-        self.quotas
+    /// Sends events (near-limit crossings, quota refusals) to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn StorageObserver>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// The limits applied to `ctx`'s install.
+    pub fn limits_for(&self, ctx: &CallContext) -> Limits {
+        ctx.limits
+            .unwrap_or(self.default_limits)
+            .capped_by(&self.max_limits)
     }
 
     /// Reads `key`; `None` when absent or expired.
@@ -64,7 +79,7 @@ impl StorageService {
     ) -> Result<Option<Record>, StorageError> {
         authorize(ctx)?;
         validate::namespace(namespace)?;
-        validate::key(key)?;
+        validate::key(key, self.limits_for(ctx).max_key_bytes)?;
         self.backend
             .get(ctx, namespace, key, SystemTime::now())
             .await
@@ -82,15 +97,17 @@ impl StorageService {
     ) -> Result<WriteResult, StorageError> {
         authorize(ctx)?;
         validate::namespace(namespace)?;
+        let limits = self.limits_for(ctx);
         let now = SystemTime::now();
-        let item = write_item(key, value, options, now)?;
+        let item = write_item(key, value, options, now, &limits)?;
         let batch = WriteBatch {
             namespace,
             items: vec![item],
             now,
-            quotas: self.quotas_for(ctx),
+            limits,
+            sweep_limit: TTL_SWEEP_BATCH,
         };
-        let mut results = self.backend.put(ctx, &batch).await.map_err(|e| e.error)?;
+        let mut results = self.write(ctx, &batch).await.map_err(|e| e.error)?;
         results
             .pop()
             .ok_or_else(|| StorageError::Internal("backend returned no write result".into()))
@@ -106,15 +123,17 @@ impl StorageService {
     ) -> Result<Vec<WriteResult>, BulkError> {
         authorize(ctx).map_err(BulkError::whole)?;
         validate::namespace(namespace).map_err(BulkError::whole)?;
+        let limits = self.limits_for(ctx);
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        if items.len() > MAX_BULK_ITEMS {
+        if items.len() > limits.max_bulk_items {
             return Err(BulkError::whole(StorageError::invalid(
                 "items",
                 format!(
-                    "has {} items; at most {MAX_BULK_ITEMS} allowed",
-                    items.len()
+                    "has {} items; at most {} allowed",
+                    items.len(),
+                    limits.max_bulk_items
                 ),
             )));
         }
@@ -122,7 +141,7 @@ impl StorageService {
         let mut seen = HashSet::with_capacity(items.len());
         let mut write_items = Vec::with_capacity(items.len());
         for (index, item) in items.iter().enumerate() {
-            let write = write_item(&item.key, &item.value, &item.options, now)
+            let write = write_item(&item.key, &item.value, &item.options, now, &limits)
                 .map_err(|e| BulkError::at(index, e))?;
             if !seen.insert(item.key.as_str()) {
                 return Err(BulkError::at(
@@ -136,9 +155,77 @@ impl StorageService {
             namespace,
             items: write_items,
             now,
-            quotas: self.quotas_for(ctx),
+            limits,
+            sweep_limit: TTL_SWEEP_BATCH,
         };
-        self.backend.put(ctx, &batch).await
+        self.write(ctx, &batch).await
+    }
+
+    /// Runs a validated write and reports its quota events.
+    async fn write(
+        &self,
+        ctx: &CallContext,
+        batch: &WriteBatch<'_>,
+    ) -> Result<Vec<WriteResult>, BulkError> {
+        match self.backend.put(ctx, batch).await {
+            Ok(outcome) => {
+                if let Some(change) = outcome.counters {
+                    self.report_thresholds(ctx, batch, &change);
+                }
+                Ok(outcome.results)
+            }
+            Err(e) => {
+                if let StorageError::QuotaExceeded {
+                    quota,
+                    limit,
+                    usage,
+                } = &e.error
+                {
+                    self.observer.quota_exceeded(ctx, *quota, *limit, *usage);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn report_thresholds(&self, ctx: &CallContext, batch: &WriteBatch<'_>, c: &CounterChange) {
+        let limits = &batch.limits;
+        let checks = [
+            (
+                Quota::KeysPerNamespace,
+                Some(batch.namespace),
+                c.namespace_keys,
+                c.namespace_keys_delta,
+                limits.max_keys_per_namespace,
+            ),
+            (
+                Quota::TotalBytes,
+                None,
+                c.total_bytes,
+                c.total_bytes_delta,
+                limits.max_total_bytes,
+            ),
+            (
+                Quota::Namespaces,
+                None,
+                c.namespaces,
+                c.namespaces_delta,
+                limits.max_namespaces,
+            ),
+        ];
+        for (quota, namespace, after, delta, limit) in checks {
+            let before = after.saturating_add_signed(-delta);
+            for percent in crossed_thresholds(before, after, limit) {
+                let event = QuotaThreshold {
+                    quota,
+                    namespace: namespace.map(str::to_owned),
+                    percent,
+                    used: after,
+                    limit,
+                };
+                self.observer.quota_threshold(ctx, &event);
+            }
+        }
     }
 
     /// Deletes `key`; true when a record was deleted, false when there was none.
@@ -152,9 +239,16 @@ impl StorageService {
     ) -> Result<bool, StorageError> {
         authorize(ctx)?;
         validate::namespace(namespace)?;
-        validate::key(key)?;
+        validate::key(key, self.limits_for(ctx).max_key_bytes)?;
         self.backend
-            .delete(ctx, namespace, key, precondition, SystemTime::now())
+            .delete(
+                ctx,
+                namespace,
+                key,
+                precondition,
+                SystemTime::now(),
+                TTL_SWEEP_BATCH,
+            )
             .await
     }
 
@@ -168,10 +262,13 @@ impl StorageService {
     ) -> Result<ListPage, StorageError> {
         authorize(ctx)?;
         validate::namespace(namespace)?;
+        let limits = self.limits_for(ctx);
         let prefix = options.prefix.as_deref().unwrap_or("");
-        validate::prefix(prefix)?;
-        let limit = options.limit.unwrap_or(DEFAULT_PAGE_SIZE);
-        validate::page_size(limit)?;
+        validate::prefix(prefix, limits.max_key_bytes)?;
+        let limit = options
+            .limit
+            .unwrap_or(DEFAULT_PAGE_SIZE.min(limits.max_page_size));
+        validate::page_size(limit, limits.max_page_size)?;
         let after = match &options.cursor {
             Some(c) => Some(cursor::decode(c, namespace, prefix)?),
             None => None,
@@ -205,8 +302,8 @@ impl StorageService {
     #[tracing::instrument(name = "storage.usage", skip_all, fields(tenant = %ctx.tenant_id, install = %ctx.install_id))]
     pub async fn usage(&self, ctx: &CallContext) -> Result<Usage, StorageError> {
         authorize(ctx)?;
-        let quotas = self.quotas_for(ctx);
-        let counters = self.backend.usage(ctx).await?;
+        let quotas = self.limits_for(ctx);
+        let counters = self.backend.usage(ctx, SystemTime::now()).await?;
         let total: u64 = counters.iter().map(|c| c.bytes).sum();
         Ok(Usage {
             namespaces: QuotaUsage {
@@ -232,6 +329,27 @@ impl StorageService {
     }
 }
 
+impl StorageService {
+    /// Operator command: compares `ctx`'s install counters with its records and, with `apply`,
+    /// repairs them (audited as `ctx.actor`). Needs no grant: it is not an extension's call.
+    #[tracing::instrument(name = "storage.recount", skip_all, fields(tenant = %ctx.tenant_id, install = %ctx.install_id, apply))]
+    pub async fn recount(
+        &self,
+        ctx: &CallContext,
+        apply: bool,
+    ) -> Result<Vec<CounterDrift>, StorageError> {
+        let drift = self.backend.recount(ctx, apply, SystemTime::now()).await?;
+        if !drift.is_empty() {
+            tracing::warn!(
+                counters = drift.len(),
+                apply,
+                "usage counters drifted from the records"
+            );
+        }
+        Ok(drift)
+    }
+}
+
 /// Refuses installs without the storage grant, before any query is sent.
 fn authorize(ctx: &CallContext) -> Result<(), StorageError> {
     if ctx.has_grant(STORAGE_CAPABILITY) {
@@ -250,9 +368,15 @@ fn write_item<'a>(
     value: &'a str,
     options: &'a PutOptions,
     now: SystemTime,
+    limits: &Limits,
 ) -> Result<WriteItem<'a>, StorageError> {
-    validate::key(key)?;
-    validate::json("value", value, MAX_VALUE_BYTES)?;
+    validate::key(key, limits.max_key_bytes)?;
+    validate::json(
+        "value",
+        value,
+        limits.max_value_bytes,
+        limits.max_json_depth,
+    )?;
     if let Some(expected) = options.schema_version {
         // No namespace has a schema until the registry exists, so any pinned version is stale.
         return Err(StorageError::SchemaMismatch {
@@ -261,7 +385,12 @@ fn write_item<'a>(
         });
     }
     if let Some(metadata) = &options.metadata {
-        validate::json("metadata", metadata, MAX_METADATA_BYTES)?;
+        validate::json(
+            "metadata",
+            metadata,
+            limits.max_metadata_bytes,
+            limits.max_json_depth,
+        )?;
     }
     let expires_at = match options.ttl {
         Some(ttl) => {

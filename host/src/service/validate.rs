@@ -2,7 +2,7 @@
 //! before anything reaches a backend.
 
 use crate::error::StorageError;
-use crate::limits::{MAX_JSON_DEPTH, MAX_KEY_BYTES, MAX_NAMESPACE_BYTES, MAX_PAGE_SIZE, MAX_TTL};
+use crate::limits::{MAX_NAMESPACE_BYTES, MAX_TTL};
 use std::time::Duration;
 
 /// Checks a namespace name against `[a-z0-9][a-z0-9._-]{0,62}`.
@@ -38,30 +38,27 @@ pub fn namespace(name: &str) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Checks a key: 1 to 512 bytes of UTF-8 without control characters.
-pub fn key(key: &str) -> Result<(), StorageError> {
+/// Checks a key: 1 to `max_bytes` bytes of UTF-8 without control characters.
+pub fn key(key: &str, max_bytes: usize) -> Result<(), StorageError> {
     if key.is_empty() {
         return Err(StorageError::invalid("key", "must not be empty"));
     }
-    if key.len() > MAX_KEY_BYTES {
+    if key.len() > max_bytes {
         return Err(StorageError::invalid(
             "key",
-            format!(
-                "is {} bytes long; at most {MAX_KEY_BYTES} allowed",
-                key.len()
-            ),
+            format!("is {} bytes long; at most {max_bytes} allowed", key.len()),
         ));
     }
     no_control_characters("key", key)
 }
 
 /// Checks a list prefix: like a key, but may be empty (no filter).
-pub fn prefix(prefix: &str) -> Result<(), StorageError> {
-    if prefix.len() > MAX_KEY_BYTES {
+pub fn prefix(prefix: &str, max_bytes: usize) -> Result<(), StorageError> {
+    if prefix.len() > max_bytes {
         return Err(StorageError::invalid(
             "prefix",
             format!(
-                "is {} bytes long; at most {MAX_KEY_BYTES} allowed",
+                "is {} bytes long; at most {max_bytes} allowed",
                 prefix.len()
             ),
         ));
@@ -82,12 +79,12 @@ fn no_control_characters(field: &'static str, text: &str) -> Result<(), StorageE
     }
 }
 
-/// Checks a page size: 1 to [`MAX_PAGE_SIZE`].
-pub fn page_size(limit: u32) -> Result<(), StorageError> {
-    if limit == 0 || limit > MAX_PAGE_SIZE {
+/// Checks a page size: 1 to `max`.
+pub fn page_size(limit: u32, max: u32) -> Result<(), StorageError> {
+    if limit == 0 || limit > max {
         return Err(StorageError::invalid(
             "limit",
-            format!("is {limit}; must be between 1 and {MAX_PAGE_SIZE}"),
+            format!("is {limit}; must be between 1 and {max}"),
         ));
     }
     Ok(())
@@ -109,8 +106,13 @@ pub fn ttl(ttl: Duration) -> Result<(), StorageError> {
 }
 
 /// Checks that `text` is one JSON document of at most `max_bytes` bytes, nesting at most
-/// [`MAX_JSON_DEPTH`] levels, that PostgreSQL's `jsonb` can store (no `\u0000`).
-pub fn json(field: &'static str, text: &str, max_bytes: usize) -> Result<(), StorageError> {
+/// `max_depth` levels, that PostgreSQL's `jsonb` can store (no `\u0000`).
+pub fn json(
+    field: &'static str,
+    text: &str,
+    max_bytes: usize,
+    max_depth: usize,
+) -> Result<(), StorageError> {
     if text.len() > max_bytes {
         return Err(StorageError::invalid(
             field,
@@ -118,7 +120,7 @@ pub fn json(field: &'static str, text: &str, max_bytes: usize) -> Result<(), Sto
         ));
     }
     // Depth first: it is a cheap scan, and serde_json stops at its own (deeper) recursion limit.
-    scan_json_text(field, text)?;
+    scan_json_text(field, text, max_depth)?;
     serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map_err(|e| StorageError::invalid(field, format!("is not valid JSON: {e}")))?;
     Ok(())
@@ -126,7 +128,7 @@ pub fn json(field: &'static str, text: &str, max_bytes: usize) -> Result<(), Sto
 
 /// Measures nesting depth outside strings and rejects the `\u0000` escape inside them.
 /// Runs before the JSON parser, so it must tolerate malformed input (the parser reports that).
-fn scan_json_text(field: &'static str, text: &str) -> Result<(), StorageError> {
+fn scan_json_text(field: &'static str, text: &str, max_depth: usize) -> Result<(), StorageError> {
     let bytes = text.as_bytes();
     let mut depth = 0usize;
     let mut in_string = false;
@@ -152,10 +154,10 @@ fn scan_json_text(field: &'static str, text: &str) -> Result<(), StorageError> {
                 b'"' => in_string = true,
                 b'[' | b'{' => {
                     depth += 1;
-                    if depth > MAX_JSON_DEPTH {
+                    if depth > max_depth {
                         return Err(StorageError::invalid(
                             field,
-                            format!("nests deeper than {MAX_JSON_DEPTH} levels"),
+                            format!("nests deeper than {max_depth} levels"),
                         ));
                     }
                 }
@@ -171,6 +173,7 @@ fn scan_json_text(field: &'static str, text: &str) -> Result<(), StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::{MAX_JSON_DEPTH as DEPTH, MAX_KEY_BYTES as KEY, MAX_PAGE_SIZE as PAGE};
 
     fn field_of(e: StorageError) -> &'static str {
         match e {
@@ -195,35 +198,37 @@ mod tests {
 
     #[test]
     fn keys() {
-        key("k").unwrap();
-        key(&"k".repeat(512)).unwrap();
-        key("ünïcødé/%_\\").unwrap();
-        key(&"é".repeat(256)).unwrap(); // 512 bytes
-        assert!(key(&"é".repeat(257)).is_err()); // 514 bytes
+        key("k", KEY).unwrap();
+        key(&"k".repeat(512), KEY).unwrap();
+        key("ünïcødé/%_\\", KEY).unwrap();
+        key(&"é".repeat(256), KEY).unwrap(); // 512 bytes
+        assert!(key(&"é".repeat(257), KEY).is_err()); // 514 bytes
         for bad in ["", "a\u{0}b", "tab\t", "del\u{7f}", "c1\u{85}"] {
-            assert_eq!(field_of(key(bad).unwrap_err()), "key", "{bad:?}");
+            assert_eq!(field_of(key(bad, KEY).unwrap_err()), "key", "{bad:?}");
         }
         let long = "k".repeat(513);
-        let msg = key(&long).unwrap_err().to_string();
+        let msg = key(&long, KEY).unwrap_err().to_string();
         assert!(msg.contains("513 bytes"), "{msg}");
     }
 
     #[test]
     fn json_documents() {
-        json("value", r#"{"a":[1,2,{"b":"c"}]}"#, 100).unwrap();
-        json("value", "\"just a string\"", 100).unwrap();
-        json("value", r#""escaped \" quote [[[""#, 100).unwrap();
-        json("value", r#""backslash then u0000: \\u0000""#, 100).unwrap();
-        assert!(json("value", "", 100).is_err());
-        assert!(json("value", "{", 100).is_err());
-        assert!(json("value", "nope", 100).is_err());
-        assert!(json("value", "1 2", 100).is_err());
-        assert!(json("value", r#""nul \u0000""#, 100).is_err());
-        assert!(json("value", "[1]", 2).is_err());
+        json("value", r#"{"a":[1,2,{"b":"c"}]}"#, 100, DEPTH).unwrap();
+        json("value", "\"just a string\"", 100, DEPTH).unwrap();
+        json("value", r#""escaped \" quote [[[""#, 100, DEPTH).unwrap();
+        json("value", r#""backslash then u0000: \\u0000""#, 100, DEPTH).unwrap();
+        assert!(json("value", "", 100, DEPTH).is_err());
+        assert!(json("value", "{", 100, DEPTH).is_err());
+        assert!(json("value", "nope", 100, DEPTH).is_err());
+        assert!(json("value", "1 2", 100, DEPTH).is_err());
+        assert!(json("value", r#""nul \u0000""#, 100, DEPTH).is_err());
+        assert!(json("value", "[1]", 2, DEPTH).is_err());
         let deep_ok = format!("{}{}", "[".repeat(32), "]".repeat(32));
-        json("value", &deep_ok, 1000).unwrap();
+        json("value", &deep_ok, 1000, DEPTH).unwrap();
         let too_deep = format!("{}{}", "[".repeat(33), "]".repeat(33));
-        let msg = json("value", &too_deep, 1000).unwrap_err().to_string();
+        let msg = json("value", &too_deep, 1000, DEPTH)
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("deeper than 32"), "{msg}");
     }
 
@@ -232,9 +237,9 @@ mod tests {
         ttl(Duration::from_millis(1)).unwrap();
         assert!(ttl(Duration::ZERO).is_err());
         assert!(ttl(MAX_TTL + Duration::from_secs(1)).is_err());
-        page_size(1).unwrap();
-        page_size(1000).unwrap();
-        assert!(page_size(0).is_err());
-        assert!(page_size(1001).is_err());
+        page_size(1, PAGE).unwrap();
+        page_size(1000, PAGE).unwrap();
+        assert!(page_size(0, PAGE).is_err());
+        assert!(page_size(1001, PAGE).is_err());
     }
 }

@@ -12,7 +12,10 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{NoTls, Row};
 
-use crate::backend::{Backend, ListQuery, NamespaceCounters, WriteBatch};
+use crate::backend::{
+    Backend, CounterChange, CounterDrift, DriftScope, ListQuery, NamespaceCounters, WriteBatch,
+    WriteOutcome,
+};
 use crate::context::CallContext;
 use crate::error::{BulkError, StorageError};
 use crate::model::{Precondition, Record, WriteResult};
@@ -30,16 +33,28 @@ SELECT key, value, metadata, revision, schema_version, ttl_expires_at, created_a
 
 const PUT: &str = "\
 SELECT * FROM alga_storage_put($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                               $16, $17, $18)";
+                               $16, $17, $18, $19)";
 
 const DELETE: &str = "\
-SELECT alga_storage_delete($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+SELECT alga_storage_delete($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
+/// Live usage: the counters minus records already expired but not yet swept (found through the
+/// partial TTL index, so the cost is in expired rows, never in live ones).
 const USAGE: &str = "\
-SELECT namespace, key_count, byte_count
-  FROM ext_storage_namespace_usage
- WHERE tenant_id = $1 AND extension_install_id = $2 AND key_count > 0
- ORDER BY namespace";
+SELECT u.namespace::text,
+       u.key_count - coalesce(e.keys, 0),
+       u.byte_count - coalesce(e.bytes, 0)
+  FROM ext_storage_namespace_usage u
+  LEFT JOIN (SELECT r.namespace, count(*) AS keys, sum(r.size_bytes)::bigint AS bytes
+               FROM ext_storage_records r
+              WHERE r.tenant_id = $1 AND r.extension_install_id = $2
+                AND r.ttl_expires_at <= $3
+              GROUP BY r.namespace) e ON e.namespace = u.namespace
+ WHERE u.tenant_id = $1 AND u.extension_install_id = $2
+   AND u.key_count - coalesce(e.keys, 0) > 0
+ ORDER BY u.namespace";
+
+const RECOUNT: &str = "SELECT * FROM alga_storage_recount($1, $2, $3, $4, $5, $6, $7)";
 
 /// The list statement for one combination of upper bound and keys-only. Each variant is its own
 /// prepared statement so that every bound is an index condition, never a filter.
@@ -146,7 +161,7 @@ impl Backend for PgBackend {
         &self,
         ctx: &CallContext,
         batch: &WriteBatch<'_>,
-    ) -> Result<Vec<WriteResult>, BulkError> {
+    ) -> Result<WriteOutcome, BulkError> {
         let items = &batch.items;
         let keys: Vec<&str> = items.iter().map(|i| i.key).collect();
         let values: Vec<JsonParam<'_>> = items.iter().map(|i| JsonParam(i.value)).collect();
@@ -162,12 +177,13 @@ impl Backend for PgBackend {
             .iter()
             .map(|i| i.schema_version.map(|v| v as i32))
             .collect();
-        let quotas = batch.quotas;
+        let limits = batch.limits;
         let (max_namespaces, max_keys, max_bytes) = (
-            clamp_i64(quotas.max_namespaces),
-            clamp_i64(quotas.max_keys_per_namespace),
-            clamp_i64(quotas.max_total_bytes),
+            clamp_i64(limits.max_namespaces),
+            clamp_i64(limits.max_keys_per_namespace),
+            clamp_i64(limits.max_total_bytes),
         );
+        let sweep_limit = i32::try_from(batch.sweep_limit).unwrap_or(i32::MAX);
 
         let client = self.client().await.map_err(BulkError::whole)?;
         let statement = client
@@ -196,6 +212,7 @@ impl Backend for PgBackend {
                     &max_namespaces,
                     &max_keys,
                     &max_bytes,
+                    &sweep_limit,
                 ],
             )
             .await
@@ -207,19 +224,7 @@ impl Backend for PgBackend {
                 items.len()
             ))));
         }
-        rows.iter()
-            .zip(items)
-            .map(|(row, item)| {
-                let revision: i64 = row.try_get(1).map_err(column_error)?;
-                let created: bool = row.try_get(2).map_err(column_error)?;
-                Ok(WriteResult {
-                    key: item.key.to_owned(),
-                    revision: revision as u64,
-                    created,
-                })
-            })
-            .collect::<Result<_, StorageError>>()
-            .map_err(BulkError::whole)
+        write_outcome(&rows, items.iter().map(|i| i.key)).map_err(BulkError::whole)
     }
 
     async fn delete(
@@ -229,8 +234,10 @@ impl Backend for PgBackend {
         key: &str,
         precondition: Precondition,
         now: SystemTime,
+        sweep_limit: u32,
     ) -> Result<bool, StorageError> {
         let (kind, revision) = precondition_params(precondition);
+        let sweep_limit = i32::try_from(sweep_limit).unwrap_or(i32::MAX);
         let client = self.client().await?;
         let statement = client.prepare_cached(DELETE).await.map_err(query_error)?;
         let row = client
@@ -247,6 +254,7 @@ impl Backend for PgBackend {
                     &ctx.extension_id,
                     &ctx.actor,
                     &ctx.request_id,
+                    &sweep_limit,
                 ],
             )
             .await
@@ -307,11 +315,15 @@ impl Backend for PgBackend {
         rows.into_iter().map(record).collect()
     }
 
-    async fn usage(&self, ctx: &CallContext) -> Result<Vec<NamespaceCounters>, StorageError> {
+    async fn usage(
+        &self,
+        ctx: &CallContext,
+        now: SystemTime,
+    ) -> Result<Vec<NamespaceCounters>, StorageError> {
         let client = self.client().await?;
         let statement = client.prepare_cached(USAGE).await.map_err(query_error)?;
         let rows = client
-            .query(&statement, &[&ctx.tenant_id, &ctx.install_id])
+            .query(&statement, &[&ctx.tenant_id, &ctx.install_id, &now])
             .await
             .map_err(query_error)?;
         rows.iter()
@@ -326,6 +338,95 @@ impl Backend for PgBackend {
             })
             .collect()
     }
+
+    async fn recount(
+        &self,
+        ctx: &CallContext,
+        apply: bool,
+        now: SystemTime,
+    ) -> Result<Vec<CounterDrift>, StorageError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(RECOUNT).await.map_err(query_error)?;
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &ctx.tenant_id,
+                    &ctx.install_id,
+                    &apply,
+                    &now,
+                    &ctx.extension_id,
+                    &ctx.actor,
+                    &ctx.request_id,
+                ],
+            )
+            .await
+            .map_err(query_error)?;
+        rows.iter()
+            .map(|row| {
+                let namespace: Option<String> = row.try_get(0).map_err(column_error)?;
+                Ok(CounterDrift {
+                    scope: namespace.map_or(DriftScope::Install, DriftScope::Namespace),
+                    counted_keys: row.try_get(1).map_err(column_error)?,
+                    actual_keys: row.try_get(2).map_err(column_error)?,
+                    counted_bytes: row.try_get(3).map_err(column_error)?,
+                    actual_bytes: row.try_get(4).map_err(column_error)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Decodes the rows of `alga_storage_put`: per item (item, revision, created) and, on every
+/// row alike, the counters after the write (NULL when none changed).
+fn write_outcome<'a>(
+    rows: &[Row],
+    keys: impl Iterator<Item = &'a str>,
+) -> Result<WriteOutcome, StorageError> {
+    let results = rows
+        .iter()
+        .zip(keys)
+        .map(|(row, key)| {
+            let revision: i64 = row.try_get(1).map_err(column_error)?;
+            Ok(WriteResult {
+                key: key.to_owned(),
+                revision: revision as u64,
+                created: row.try_get(2).map_err(column_error)?,
+            })
+        })
+        .collect::<Result<Vec<_>, StorageError>>()?;
+    let counters = match rows.first() {
+        Some(row) => {
+            let column = |i: usize| row.try_get::<_, Option<i64>>(i).map_err(column_error);
+            match (
+                column(3)?,
+                column(4)?,
+                column(5)?,
+                column(6)?,
+                column(7)?,
+                column(8)?,
+            ) {
+                (
+                    Some(keys),
+                    Some(keys_delta),
+                    Some(bytes),
+                    Some(bytes_delta),
+                    Some(ns),
+                    Some(ns_delta),
+                ) => Some(CounterChange {
+                    namespace_keys: keys.max(0) as u64,
+                    namespace_keys_delta: keys_delta,
+                    total_bytes: bytes.max(0) as u64,
+                    total_bytes_delta: bytes_delta,
+                    namespaces: ns.max(0) as u64,
+                    namespaces_delta: ns_delta,
+                }),
+                _ => None,
+            }
+        }
+        None => None,
+    };
+    Ok(WriteOutcome { results, counters })
 }
 
 /// Decodes a row of the record columns (key, value, metadata, revision, schema_version,
