@@ -6,6 +6,8 @@
 -- rolls the whole operation back:
 --   AS409  revision conflict  {"item": 0-based index, "current_revision": n | null}
 --   AS429  quota exceeded     {"quota": name, "limit": n, "usage": n}
+--   AS412  stale schema       {"current_version": n | null}: the service validated against
+--          another version than the namespace's current one; it reloads and validates again.
 --
 -- Locks are taken in one order (records by key, then expired records with SKIP LOCKED, then the
 -- namespace counter row, then the install counter row), so concurrent writers cannot deadlock.
@@ -153,7 +155,7 @@ CREATE FUNCTION alga_storage_put(
     p_pre_kinds smallint[],       -- 0 none, 1 must be absent, 2 must be at p_pre_revisions[i]
     p_pre_revisions bigint[],
     p_expires_at timestamptz[],
-    p_schema_versions integer[],
+    p_schema_version integer,     -- the version every value was validated against (NULL: none)
     p_now timestamptz,
     p_extension_id text,
     p_actor text,
@@ -183,7 +185,25 @@ DECLARE
     v_swept record;
     v_counters record;
     v_counted boolean := false;
+    v_current_schema integer;
 BEGIN
+    -- The values were validated against p_schema_version; refuse if the namespace has moved on
+    -- (a registration by another host process). Registration takes the same advisory lock, so
+    -- a registration and a write of one namespace are ordered.
+    PERFORM pg_advisory_xact_lock_shared(
+        hashtextextended(p_tenant_id || '/' || p_install_id || '/' || p_namespace, 0));
+    SELECT max(s.version) INTO v_current_schema
+      FROM ext_storage_schemas s
+     WHERE s.tenant_id = p_tenant_id
+       AND s.extension_install_id = p_install_id
+       AND s.namespace = p_namespace;
+    IF v_current_schema IS DISTINCT FROM p_schema_version THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'AS412',
+            MESSAGE = 'alga-storage: stale schema version',
+            DETAIL = json_build_object('current_version', v_current_schema)::text;
+    END IF;
+
     FOR v_i IN
         SELECT t.ord FROM unnest(p_keys) WITH ORDINALITY AS t(k, ord) ORDER BY t.k COLLATE "C"
     LOOP
@@ -218,7 +238,7 @@ BEGIN
                    SET value = p_values[v_i],
                        metadata = p_metadata[v_i],
                        revision = CASE WHEN v_old_expired THEN 1 ELSE r.revision + 1 END,
-                       schema_version = p_schema_versions[v_i],
+                       schema_version = p_schema_version,
                        size_bytes = p_sizes[v_i],
                        ttl_expires_at = p_expires_at[v_i],
                        created_at = CASE WHEN v_old_expired THEN p_now ELSE r.created_at END,
@@ -238,7 +258,7 @@ BEGIN
                  schema_version, size_bytes, ttl_expires_at, created_at, updated_at)
             VALUES
                 (p_tenant_id, p_install_id, p_namespace, p_keys[v_i], p_values[v_i],
-                 p_metadata[v_i], 1, p_schema_versions[v_i], p_sizes[v_i], p_expires_at[v_i],
+                 p_metadata[v_i], 1, p_schema_version, p_sizes[v_i], p_expires_at[v_i],
                  p_now, p_now)
             ON CONFLICT DO NOTHING;
             IF FOUND THEN
@@ -374,6 +394,44 @@ BEGIN
 END
 $fn$;
 
+-- Registers `p_schema` as the namespace's next schema version (1 for the first) and returns it,
+-- with an audit row. The exclusive advisory lock orders it with the namespace's writes.
+CREATE FUNCTION alga_storage_register_schema(
+    p_tenant_id text,
+    p_install_id text,
+    p_namespace text,
+    p_schema jsonb,
+    p_now timestamptz,
+    p_extension_id text,
+    p_actor text,
+    p_request_id text)
+RETURNS integer
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    v_version integer;
+BEGIN
+    PERFORM pg_advisory_xact_lock(
+        hashtextextended(p_tenant_id || '/' || p_install_id || '/' || p_namespace, 0));
+    SELECT coalesce(max(s.version), 0) + 1 INTO v_version
+      FROM ext_storage_schemas s
+     WHERE s.tenant_id = p_tenant_id
+       AND s.extension_install_id = p_install_id
+       AND s.namespace = p_namespace;
+    INSERT INTO ext_storage_schemas
+        (tenant_id, extension_install_id, namespace, version, schema, registered_by,
+         registered_at)
+    VALUES (p_tenant_id, p_install_id, p_namespace, v_version, p_schema, p_actor, p_now);
+    INSERT INTO ext_storage_audit
+        (tenant_id, extension_install_id, extension_id, namespace, key, operation, actor,
+         revision, bytes, request_id, occurred_at)
+    VALUES
+        (p_tenant_id, p_install_id, p_extension_id, p_namespace, NULL, 'schema-register',
+         p_actor, v_version, octet_length(p_schema::text), p_request_id, p_now);
+    RETURN v_version;
+END
+$fn$;
+
 -- Operator repair: compares the install's counters with its records and, with p_apply, sets
 -- them to what the records give (an audit row per repaired counter). Locks the counter rows in
 -- the writers' order first, so no write changes them while they are recomputed.
@@ -496,13 +554,17 @@ BEGIN
             colocate_with := 'ext_storage_records');
         PERFORM create_distributed_function(
             'alga_storage_put(text, text, text, text[], jsonb[], jsonb[], bigint[], smallint[], '
-            'bigint[], timestamptz[], integer[], timestamptz, text, text, text, bigint, bigint, '
+            'bigint[], timestamptz[], integer, timestamptz, text, text, text, bigint, bigint, '
             'bigint, integer)',
             distribution_arg_name := 'p_tenant_id',
             colocate_with := 'ext_storage_records');
         PERFORM create_distributed_function(
             'alga_storage_delete(text, text, text, text, smallint, bigint, timestamptz, text, '
             'text, text, integer)',
+            distribution_arg_name := 'p_tenant_id',
+            colocate_with := 'ext_storage_records');
+        PERFORM create_distributed_function(
+            'alga_storage_register_schema(text, text, text, jsonb, timestamptz, text, text, text)',
             distribution_arg_name := 'p_tenant_id',
             colocate_with := 'ext_storage_records');
         PERFORM create_distributed_function(

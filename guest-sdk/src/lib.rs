@@ -55,7 +55,7 @@ pub mod raw {
 
 pub use error::{BulkError, Error, Violation};
 pub use list::{Entry, List, ListIter, Page};
-pub use namespace::{Bulk, Namespace, Record, Written};
+pub use namespace::{Bulk, Namespace, Record, Schema, Written};
 pub use options::PutOptions;
 
 /// Usage of the install against one quota.

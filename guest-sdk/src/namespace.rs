@@ -204,3 +204,29 @@ impl Bulk {
 fn encode<T: Serialize + ?Sized>(value: &T) -> Result<String, Error> {
     serde_json::to_string(value).map_err(|e| Error::Encode(e.to_string()))
 }
+
+/// A namespace's current JSON Schema, as read by [`Namespace::schema`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schema {
+    /// Its version; pin it with [`PutOptions::schema_version`].
+    pub version: u32,
+    /// The JSON Schema document.
+    pub document: serde_json::Value,
+}
+
+impl Namespace {
+    /// The namespace's current schema; `None` when it has none (any JSON is accepted).
+    pub fn schema(&self) -> Result<Option<Schema>, Error> {
+        let Some(schema) = raw::schema(&self.name)? else {
+            return Ok(None);
+        };
+        let document = serde_json::from_str(&schema.document).map_err(|e| Error::Decode {
+            key: format!("schema of {}", self.name),
+            message: e.to_string(),
+        })?;
+        Ok(Some(Schema {
+            version: schema.version,
+            document,
+        }))
+    }
+}

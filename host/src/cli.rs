@@ -58,6 +58,43 @@ enum Command {
         #[command(subcommand)]
         action: CountersAction,
     },
+    /// Register, review or show a namespace's JSON Schema.
+    Schema {
+        #[command(subcommand)]
+        action: SchemaAction,
+    },
+    /// Apply the storage section of an extension manifest (on install or upgrade).
+    Manifest {
+        #[command(flatten)]
+        install: InstallArgs,
+        /// The manifest (JSON); schema paths in it are relative to its folder.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SchemaAction {
+    /// Register a schema file as the namespace's next version.
+    Register {
+        #[command(flatten)]
+        install: InstallArgs,
+        /// The namespace.
+        #[arg(long)]
+        namespace: String,
+        /// The JSON Schema file (draft 2020-12 or draft-07).
+        file: PathBuf,
+        /// Only report which stored records the schema would reject; register nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the namespace's current schema.
+    Show {
+        #[command(flatten)]
+        install: InstallArgs,
+        /// The namespace.
+        #[arg(long)]
+        namespace: String,
+    },
 }
 
 /// Which install an operator command concerns.
@@ -163,6 +200,29 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Manifest { install, file } => {
+            let service = connect_service(&database_url()?)?;
+            let manifest = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let folder = file.parent().map(PathBuf::from).unwrap_or_default();
+            let read_schema =
+                |path: &str| std::fs::read_to_string(folder.join(path)).map_err(|e| e.to_string());
+            let applied = service
+                .apply_manifest(&operator_context(&install), &manifest, &read_schema)
+                .await?;
+            for (namespace, version) in &applied.registered {
+                println!("registered {namespace} schema version {version}");
+            }
+            for namespace in &applied.unchanged {
+                println!("unchanged {namespace}");
+            }
+            println!("limits: {:?}", applied.limits);
+            Ok(())
+        }
+        Command::Schema { action } => {
+            let service = connect_service(&database_url()?)?;
+            schema_command(&service, action).await
+        }
         Command::Counters { action } => {
             let (install, apply) = match &action {
                 CountersAction::Check(install) => (install, false),
@@ -190,6 +250,57 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn schema_command(service: &StorageService, action: SchemaAction) -> anyhow::Result<()> {
+    match action {
+        SchemaAction::Register {
+            install,
+            namespace,
+            file,
+            dry_run,
+        } => {
+            let document = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let ctx = operator_context(&install);
+            if dry_run {
+                let (mut checked, mut failing, mut cursor) = (0u64, 0usize, None);
+                loop {
+                    let page = service
+                        .check_schema(&ctx, &namespace, &document, cursor.as_deref(), 500)
+                        .await?;
+                    checked += page.checked;
+                    for record in &page.failing {
+                        failing += 1;
+                        let first = &record.violations[0];
+                        println!(
+                            "would reject {:?}: {} at {:?} ({} violation(s))",
+                            record.key,
+                            first.message,
+                            first.instance_path,
+                            record.violations.len()
+                        );
+                    }
+                    match page.next_cursor {
+                        Some(next) => cursor = Some(next),
+                        None => break,
+                    }
+                }
+                println!("checked {checked} record(s); {failing} would be rejected");
+            } else {
+                let version = service.register_schema(&ctx, &namespace, &document).await?;
+                println!("registered {namespace} schema version {version}");
+            }
+        }
+        SchemaAction::Show { install, namespace } => {
+            let ctx = operator_context(&install).grant(STORAGE_CAPABILITY);
+            match service.schema(&ctx, &namespace).await? {
+                Some(schema) => println!("version {}\n{}", schema.version, schema.document),
+                None => println!("{namespace} has no schema"),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn connect_service(url: &str) -> anyhow::Result<StorageService> {

@@ -25,8 +25,10 @@ pub mod cli;
 pub mod context;
 pub mod error;
 pub mod limits;
+pub mod manifest;
 pub mod model;
 pub mod observe;
+pub mod schema;
 pub mod service;
 pub mod wasm;
 

@@ -31,9 +31,14 @@ pub fn admin_url() -> String {
 }
 
 impl TestDb {
-    /// Creates and migrates a new database.
+    /// Creates and migrates a new database on the `DATABASE_URL` server.
     pub async fn new() -> Self {
-        let db = Self::empty().await;
+        Self::new_on(&admin_url()).await
+    }
+
+    /// Creates and migrates a new database on the server of `admin_url`.
+    pub async fn new_on(admin_url: &str) -> Self {
+        let db = Self::empty_on(admin_url).await;
         let mut client = db.client().await;
         migrate::up(&mut client).await.expect("migrations apply");
         db
@@ -41,8 +46,13 @@ impl TestDb {
 
     /// Creates a new database without migrating it.
     pub async fn empty() -> Self {
+        Self::empty_on(&admin_url()).await
+    }
+
+    /// Creates a new database on the server of `admin_url` without migrating it.
+    pub async fn empty_on(admin_url: &str) -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let admin_url = admin_url();
+        let admin_url = admin_url.to_owned();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()

@@ -191,3 +191,94 @@ async fn store_quota_backoff() {
     let outcome = run_fixture_as(db.service(), STORE_QUOTA_BACKOFF, call, &[]).await;
     assert_success("store_quota_backoff", &outcome);
 }
+
+/// The load harness's guest runs each of its operations.
+#[tokio::test]
+async fn bench_op() {
+    let db = TestDb::new().await;
+    let call = granted("t", "i");
+    let ops: [&[&str]; 5] = [
+        &["insert", "bench", "k", r#"{"v":1}"#],
+        &["get", "bench", "k"],
+        &["update", "bench", "k", r#"{"v":2}"#, "1"],
+        &["list", "bench", "-"],
+        &["update", "bench", "k", r#"{"v":3}"#, "1"], // stale: must fail
+    ];
+    for (i, args) in ops.iter().enumerate() {
+        let runner = alga_storage::wasm::command::CommandRunner::new(db.service()).unwrap();
+        let component = runner.compile(&std::fs::read(BENCH_OP).unwrap()).unwrap();
+        let options = alga_storage::wasm::command::RunOptions {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            capture_output: true,
+            ..Default::default()
+        };
+        let outcome = runner
+            .run(&component, call.clone(), &options)
+            .await
+            .unwrap();
+        assert_eq!(outcome.success(), i < 4, "{args:?}: {outcome:?}");
+    }
+    let record = db
+        .service()
+        .get(&call, "bench", "k")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (record.value.as_deref(), record.revision),
+        (Some(r#"{"v": 2}"#), 2)
+    );
+}
+
+const PROFILE_SCHEMA: &str = r#"{
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["name", "age"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "age": {"type": "integer", "minimum": 0},
+        "tags": {"type": "array", "items": {"type": "string"}}
+    }
+}"#;
+
+/// A guest handles `validation-failed` by reading the violations' JSON pointers.
+#[tokio::test]
+async fn store_schema_validation() {
+    let db = TestDb::new().await;
+    let service = db.service();
+    let call = granted("t", "i");
+    let version = service
+        .register_schema(&call, "profiles", PROFILE_SCHEMA)
+        .await
+        .unwrap();
+    assert_eq!(version, 1);
+    let outcome = run_fixture_as(service, STORE_SCHEMA_VALIDATION, call, &[]).await;
+    assert_success("store_schema_validation", &outcome);
+}
+
+/// A guest pinned to an old schema version gets `schema-mismatch` with the current one.
+#[tokio::test]
+async fn store_schema_pinned() {
+    let db = TestDb::new().await;
+    let service = db.service();
+    let call = granted("t", "i");
+    let v1 = r#"{"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+                 "required": ["color"]}"#;
+    let v2 = r#"{"type": "object", "required": ["color", "contrast"]}"#;
+    assert_eq!(
+        service
+            .register_schema(&call, "settings", v1)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        service
+            .register_schema(&call, "settings", v2)
+            .await
+            .unwrap(),
+        2
+    );
+    let outcome = run_fixture_as(service, STORE_SCHEMA_PINNED, call, &[]).await;
+    assert_success("store_schema_pinned", &outcome);
+}

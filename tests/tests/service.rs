@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use alga_storage::backend::{
-    Backend, CounterDrift, ListQuery, NamespaceCounters, WriteBatch, WriteOutcome,
+    Backend, CounterDrift, ListQuery, NamespaceCounters, StoredSchema, WriteBatch, WriteOutcome,
 };
 use alga_storage::model::{ListOptions, Precondition, PutItem, PutOptions, Record};
 use alga_storage::{BulkError, CallContext, StorageError, StorageService};
@@ -48,6 +48,22 @@ impl Backend for UnreachableBackend {
         _: &CallContext,
         _: SystemTime,
     ) -> Result<Vec<NamespaceCounters>, StorageError> {
+        panic!("backend called")
+    }
+    async fn current_schema(
+        &self,
+        _: &CallContext,
+        _: &str,
+    ) -> Result<Option<StoredSchema>, StorageError> {
+        panic!("backend called")
+    }
+    async fn register_schema(
+        &self,
+        _: &CallContext,
+        _: &str,
+        _: &str,
+        _: SystemTime,
+    ) -> Result<u32, StorageError> {
         panic!("backend called")
     }
     async fn recount(

@@ -28,8 +28,6 @@ pub struct WriteItem<'a> {
     pub expires_at: Option<SystemTime>,
     /// Bytes charged to the quotas: key + value + metadata.
     pub size_bytes: u64,
-    /// The schema version the value was validated against.
-    pub schema_version: Option<u32>,
 }
 
 /// Writes into one namespace that must commit together or not at all.
@@ -45,6 +43,19 @@ pub struct WriteBatch<'a> {
     pub limits: Limits,
     /// Expired records of the namespace to delete in the same transaction, at most.
     pub sweep_limit: u32,
+    /// The schema version every value was validated against (`None`: the namespace had none).
+    /// The backend refuses the write with `schema-mismatch` if the namespace's current version
+    /// differs, so a stale cache can never let a write bypass the current schema.
+    pub schema_version: Option<u32>,
+}
+
+/// A registered schema version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSchema {
+    /// Its version (1 for a namespace's first).
+    pub version: u32,
+    /// The JSON Schema document, as text.
+    pub document: String,
 }
 
 /// How a write moved the install's counters (after the write, and by how much).
@@ -173,6 +184,23 @@ pub trait Backend: Send + Sync + 'static {
         ctx: &CallContext,
         now: SystemTime,
     ) -> Result<Vec<NamespaceCounters>, StorageError>;
+
+    /// The namespace's current (highest) schema version, if it has one.
+    async fn current_schema(
+        &self,
+        ctx: &CallContext,
+        namespace: &str,
+    ) -> Result<Option<StoredSchema>, StorageError>;
+
+    /// Registers `document` as the namespace's next schema version (with an audit row) and
+    /// returns the version.
+    async fn register_schema(
+        &self,
+        ctx: &CallContext,
+        namespace: &str,
+        document: &str,
+        now: SystemTime,
+    ) -> Result<u32, StorageError>;
 
     /// Compares the install's counters with its records; with `apply`, repairs them (with audit
     /// rows). Returns the counters that differed.

@@ -2,7 +2,10 @@
 //! Every entry point (wasm host, REST gateway, CLI) calls it; backends only execute.
 
 pub mod cursor;
+mod schemas;
 pub mod validate;
+
+pub use schemas::{FailingRecord, SchemaCheck};
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,11 +20,13 @@ use crate::model::{
     Usage, WriteResult,
 };
 use crate::observe::{QuotaThreshold, StorageObserver, TracingObserver, crossed_thresholds};
+use crate::schema::SchemaCache;
 
 /// The storage service. Cheap to clone; share one per process.
 #[derive(Clone)]
 pub struct StorageService {
     backend: Arc<dyn Backend>,
+    schemas: Arc<SchemaCache>,
     default_limits: Limits,
     max_limits: Limits,
     observer: Arc<dyn StorageObserver>,
@@ -42,6 +47,7 @@ impl StorageService {
     pub fn new(backend: Arc<dyn Backend>) -> Self {
         Self {
             backend,
+            schemas: Arc::new(SchemaCache::default()),
             default_limits: Limits::DEFAULT,
             max_limits: Limits::DEFAULT,
             observer: Arc::new(TracingObserver),
@@ -60,6 +66,11 @@ impl StorageService {
     pub fn with_observer(mut self, observer: Arc<dyn StorageObserver>) -> Self {
         self.observer = observer;
         self
+    }
+
+    /// The default and maximum limits of installs.
+    pub fn limit_bounds(&self) -> (Limits, Limits) {
+        (self.default_limits, self.max_limits)
     }
 
     /// The limits applied to `ctx`'s install.
@@ -106,8 +117,12 @@ impl StorageService {
             now,
             limits,
             sweep_limit: TTL_SWEEP_BATCH,
+            schema_version: None,
         };
-        let mut results = self.write(ctx, &batch).await.map_err(|e| e.error)?;
+        let mut results = self
+            .write(ctx, batch, &[options.schema_version])
+            .await
+            .map_err(|e| e.error)?;
         results
             .pop()
             .ok_or_else(|| StorageError::Internal("backend returned no write result".into()))
@@ -157,35 +172,82 @@ impl StorageService {
             now,
             limits,
             sweep_limit: TTL_SWEEP_BATCH,
+            schema_version: None,
         };
-        self.write(ctx, &batch).await
+        let pins: Vec<Option<u32>> = items.iter().map(|i| i.options.schema_version).collect();
+        self.write(ctx, batch, &pins).await
     }
 
-    /// Runs a validated write and reports its quota events.
+    /// Checks schema pins and validates every value against the namespace's current schema,
+    /// then writes, reporting quota events. The backend refuses a write validated against a
+    /// version that is no longer current; the schema is then reloaded and the write retried.
     async fn write(
         &self,
         ctx: &CallContext,
-        batch: &WriteBatch<'_>,
+        mut batch: WriteBatch<'_>,
+        pins: &[Option<u32>],
     ) -> Result<Vec<WriteResult>, BulkError> {
-        match self.backend.put(ctx, batch).await {
-            Ok(outcome) => {
-                if let Some(change) = outcome.counters {
-                    self.report_thresholds(ctx, batch, &change);
+        let mut fresh = false;
+        for _attempt in 0..3 {
+            let schema = self
+                .current_schema(ctx, batch.namespace, fresh)
+                .await
+                .map_err(BulkError::whole)?;
+            let stale_pin = pins.iter().enumerate().find_map(|(index, pin)| {
+                pin.filter(|p| Some(*p) != schema.version)
+                    .map(|p| (index, p))
+            });
+            if let Some((index, expected)) = stale_pin {
+                if !fresh {
+                    fresh = true; // the cache may be behind: decide on the current version
+                    continue;
                 }
-                Ok(outcome.results)
+                let current = schema.version;
+                return Err(BulkError::at(
+                    index,
+                    StorageError::SchemaMismatch { expected, current },
+                ));
             }
-            Err(e) => {
-                if let StorageError::QuotaExceeded {
-                    quota,
-                    limit,
-                    usage,
-                } = &e.error
-                {
-                    self.observer.quota_exceeded(ctx, *quota, *limit, *usage);
+            if let Some(validator) = &schema.validator {
+                for (index, item) in batch.items.iter().enumerate() {
+                    let found = crate::schema::violations(validator, "value", item.value)
+                        .map_err(|e| BulkError::at(index, e))?;
+                    if !found.is_empty() {
+                        return Err(BulkError::at(index, StorageError::ValidationFailed(found)));
+                    }
                 }
-                Err(e)
+            }
+            batch.schema_version = schema.version;
+            match self.backend.put(ctx, &batch).await {
+                Ok(outcome) => {
+                    if let Some(change) = outcome.counters {
+                        self.report_thresholds(ctx, &batch, &change);
+                    }
+                    return Ok(outcome.results);
+                }
+                Err(BulkError {
+                    error: StorageError::SchemaMismatch { .. },
+                    ..
+                }) => {
+                    // Another process registered a version since this one loaded its schema.
+                    fresh = true;
+                }
+                Err(e) => {
+                    if let StorageError::QuotaExceeded {
+                        quota,
+                        limit,
+                        usage,
+                    } = &e.error
+                    {
+                        self.observer.quota_exceeded(ctx, *quota, *limit, *usage);
+                    }
+                    return Err(e);
+                }
             }
         }
+        Err(BulkError::whole(StorageError::Unavailable(
+            "the namespace's schema kept changing during the write; retry".into(),
+        )))
     }
 
     fn report_thresholds(&self, ctx: &CallContext, batch: &WriteBatch<'_>, c: &CounterChange) {
@@ -261,6 +323,17 @@ impl StorageService {
         options: &ListOptions,
     ) -> Result<ListPage, StorageError> {
         authorize(ctx)?;
+        self.list_page(ctx, namespace, options).await
+    }
+
+    /// A page of records, for the install of `ctx`, without the capability check (callers
+    /// decide who may list).
+    async fn list_page(
+        &self,
+        ctx: &CallContext,
+        namespace: &str,
+        options: &ListOptions,
+    ) -> Result<ListPage, StorageError> {
         validate::namespace(namespace)?;
         let limits = self.limits_for(ctx);
         let prefix = options.prefix.as_deref().unwrap_or("");
@@ -377,13 +450,6 @@ fn write_item<'a>(
         limits.max_value_bytes,
         limits.max_json_depth,
     )?;
-    if let Some(expected) = options.schema_version {
-        // No namespace has a schema until the registry exists, so any pinned version is stale.
-        return Err(StorageError::SchemaMismatch {
-            expected,
-            current: None,
-        });
-    }
     if let Some(metadata) = &options.metadata {
         validate::json(
             "metadata",
@@ -407,7 +473,6 @@ fn write_item<'a>(
         precondition: options.precondition,
         expires_at,
         size_bytes: size_bytes as u64,
-        schema_version: None,
     })
 }
 

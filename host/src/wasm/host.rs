@@ -90,6 +90,21 @@ impl wit::Host for StorageCtx {
             .map_err(bulk_error))
     }
 
+    async fn schema(
+        &mut self,
+        namespace: String,
+    ) -> wasmtime::Result<Result<Option<wit::NamespaceSchema>, wit::Error>> {
+        let result = self.service.schema(&self.call, &namespace).await;
+        Ok(result
+            .map(|s| {
+                s.map(|s| wit::NamespaceSchema {
+                    version: s.version,
+                    document: s.document,
+                })
+            })
+            .map_err(error))
+    }
+
     async fn usage(&mut self) -> wasmtime::Result<Result<wit::InstallUsage, wit::Error>> {
         let result = self.service.usage(&self.call).await;
         Ok(result

@@ -11,11 +11,19 @@ use crate::error::{BulkError, Quota, StorageError};
 const REVISION_CONFLICT: &str = "AS409";
 /// SQLSTATE raised by the write functions for an exceeded quota.
 const QUOTA_EXCEEDED: &str = "AS429";
+/// SQLSTATE raised by the write function when the values were validated against another schema
+/// version than the namespace's current one.
+const STALE_SCHEMA: &str = "AS412";
 
 #[derive(Deserialize)]
 struct ConflictDetail {
     item: u32,
     current_revision: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct StaleSchemaDetail {
+    current_version: Option<i32>,
 }
 
 #[derive(Deserialize)]
@@ -25,8 +33,13 @@ struct QuotaDetail {
     usage: i64,
 }
 
-/// Maps an error of a write; `keys` are the batch's keys, to name the conflicting one.
-pub fn write_error(error: tokio_postgres::Error, keys: &[&str]) -> BulkError {
+/// Maps an error of a write; `keys` are the batch's keys, to name the conflicting one, and
+/// `validated_with` the schema version the service validated against.
+pub fn write_error(
+    error: tokio_postgres::Error,
+    keys: &[&str],
+    validated_with: Option<u32>,
+) -> BulkError {
     if let Some(db) = error.as_db_error() {
         let code = db.code().code();
         if code == REVISION_CONFLICT {
@@ -43,6 +56,16 @@ pub fn write_error(error: tokio_postgres::Error, keys: &[&str]) -> BulkError {
                     },
                 );
             }
+        } else if code == STALE_SCHEMA
+            && let Some(detail) = db
+                .detail()
+                .and_then(|d| serde_json::from_str::<StaleSchemaDetail>(d).ok())
+        {
+            // The service treats this as "reload the schema and validate again".
+            return BulkError::whole(StorageError::SchemaMismatch {
+                expected: validated_with.unwrap_or(0),
+                current: detail.current_version.map(|v| v as u32),
+            });
         } else if code == QUOTA_EXCEEDED
             && let Some(detail) = db
                 .detail()

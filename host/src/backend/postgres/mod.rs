@@ -13,8 +13,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{NoTls, Row};
 
 use crate::backend::{
-    Backend, CounterChange, CounterDrift, DriftScope, ListQuery, NamespaceCounters, WriteBatch,
-    WriteOutcome,
+    Backend, CounterChange, CounterDrift, DriftScope, ListQuery, NamespaceCounters, StoredSchema,
+    WriteBatch, WriteOutcome,
 };
 use crate::context::CallContext;
 use crate::error::{BulkError, StorageError};
@@ -53,6 +53,15 @@ SELECT u.namespace::text,
  WHERE u.tenant_id = $1 AND u.extension_install_id = $2
    AND u.key_count - coalesce(e.keys, 0) > 0
  ORDER BY u.namespace";
+
+const CURRENT_SCHEMA: &str = "\
+SELECT version, schema
+  FROM ext_storage_schemas
+ WHERE tenant_id = $1 AND extension_install_id = $2 AND namespace = $3
+ ORDER BY version DESC
+ LIMIT 1";
+
+const REGISTER_SCHEMA: &str = "SELECT alga_storage_register_schema($1, $2, $3, $4, $5, $6, $7, $8)";
 
 const RECOUNT: &str = "SELECT * FROM alga_storage_recount($1, $2, $3, $4, $5, $6, $7)";
 
@@ -173,10 +182,7 @@ impl Backend for PgBackend {
             .map(|i| precondition_params(i.precondition))
             .unzip();
         let expires: Vec<Option<SystemTime>> = items.iter().map(|i| i.expires_at).collect();
-        let schema_versions: Vec<Option<i32>> = items
-            .iter()
-            .map(|i| i.schema_version.map(|v| v as i32))
-            .collect();
+        let schema_version: Option<i32> = batch.schema_version.map(|v| v as i32);
         let limits = batch.limits;
         let (max_namespaces, max_keys, max_bytes) = (
             clamp_i64(limits.max_namespaces),
@@ -204,7 +210,7 @@ impl Backend for PgBackend {
                     &kinds,
                     &revisions,
                     &expires,
-                    &schema_versions,
+                    &schema_version,
                     &batch.now,
                     &ctx.extension_id,
                     &ctx.actor,
@@ -216,7 +222,7 @@ impl Backend for PgBackend {
                 ],
             )
             .await
-            .map_err(|e| write_error(e, &keys))?;
+            .map_err(|e| write_error(e, &keys, batch.schema_version))?;
         if rows.len() != items.len() {
             return Err(BulkError::whole(StorageError::Internal(format!(
                 "the write returned {} results for {} items",
@@ -258,7 +264,7 @@ impl Backend for PgBackend {
                 ],
             )
             .await
-            .map_err(|e| write_error(e, &[key]).error)?;
+            .map_err(|e| write_error(e, &[key], None).error)?;
         row.try_get(0).map_err(column_error)
     }
 
@@ -337,6 +343,63 @@ impl Backend for PgBackend {
                 })
             })
             .collect()
+    }
+
+    async fn current_schema(
+        &self,
+        ctx: &CallContext,
+        namespace: &str,
+    ) -> Result<Option<StoredSchema>, StorageError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(CURRENT_SCHEMA)
+            .await
+            .map_err(query_error)?;
+        let row = client
+            .query_opt(&statement, &[&ctx.tenant_id, &ctx.install_id, &namespace])
+            .await
+            .map_err(query_error)?;
+        row.map(|row| {
+            let version: i32 = row.try_get(0).map_err(column_error)?;
+            let document: JsonText = row.try_get(1).map_err(column_error)?;
+            Ok(StoredSchema {
+                version: version as u32,
+                document: document.0,
+            })
+        })
+        .transpose()
+    }
+
+    async fn register_schema(
+        &self,
+        ctx: &CallContext,
+        namespace: &str,
+        document: &str,
+        now: SystemTime,
+    ) -> Result<u32, StorageError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(REGISTER_SCHEMA)
+            .await
+            .map_err(query_error)?;
+        let row = client
+            .query_one(
+                &statement,
+                &[
+                    &ctx.tenant_id,
+                    &ctx.install_id,
+                    &namespace,
+                    &JsonParam(document),
+                    &now,
+                    &ctx.extension_id,
+                    &ctx.actor,
+                    &ctx.request_id,
+                ],
+            )
+            .await
+            .map_err(query_error)?;
+        let version: i32 = row.try_get(0).map_err(column_error)?;
+        Ok(version as u32)
     }
 
     async fn recount(

@@ -1,0 +1,165 @@
+//! The alga-storage load harness: simulated extension workloads through the storage service,
+//! guest components in wasmtime, and hand-written SQL, in one run, so every figure has a
+//! full-stack / raw ratio. See `docs/performance.md`.
+
+pub mod raw;
+pub mod report;
+pub mod run;
+pub mod scaling;
+pub mod target;
+pub mod workload;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alga_storage::model::{PutItem, PutOptions};
+use alga_storage::{CallContext, Limits, STORAGE_CAPABILITY, StorageService};
+use alga_storage_tests::TestDb;
+
+use report::Report;
+use run::RunResult;
+use target::{PathKind, Target};
+use workload::{Installs, NAMESPACE, PRELOADED_KEYS, Spread, TENANT, Workload};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// PostgreSQL server where the harness creates (and drops) its databases.
+    pub database_url: String,
+    /// Duration of each configuration.
+    pub duration: Duration,
+    /// Worker counts.
+    pub concurrency: Vec<usize>,
+    /// Installs of the "many" spread.
+    pub installs: usize,
+    /// Paths to compare (raw is always included when another path is).
+    pub paths: Vec<PathKind>,
+    /// Workloads.
+    pub workloads: Vec<Workload>,
+    /// Spreads.
+    pub spreads: Vec<Spread>,
+    /// Keys of the large namespace in the list-scaling measurement (0 skips it).
+    pub scale_keys: usize,
+    /// Samples of the instantiation measurement (0 skips it).
+    pub instantiations: usize,
+}
+
+/// Runs every configuration; `progress` is told about each result as it arrives.
+pub async fn run_suite(config: &Config, progress: impl Fn(&str)) -> anyhow::Result<Report> {
+    let mut report = Report::new(config);
+    report.rss_kb_start = report::rss_kb();
+    let max_concurrency = config.concurrency.iter().copied().max().unwrap_or(1);
+    anyhow::ensure!(
+        max_concurrency <= PRELOADED_KEYS,
+        "at most {PRELOADED_KEYS} workers"
+    );
+    let total = config.spreads.len() * config.workloads.len() * config.concurrency.len();
+    let mut done = 0;
+    for &spread in &config.spreads {
+        let db = TestDb::new_on(&config.database_url).await;
+        let installs = Arc::new(Installs::new(spread, config.installs));
+        progress(&format!(
+            "preloading {} install(s) of {spread:?}",
+            installs.names().len()
+        ));
+        preload(&db, &installs).await?;
+        let mut targets = Vec::new();
+        for &path in &paths_with_raw(config) {
+            let target = Target::new(path, &db.url, max_concurrency.max(2))?;
+            targets.push((path, Arc::new(with_unbounded_quotas(target))));
+        }
+        for &workload in &config.workloads {
+            for &concurrency in &config.concurrency {
+                let mut group: Vec<RunResult> = Vec::new();
+                for (path, target) in &targets {
+                    let writes = matches!(workload, Workload::Insert | Workload::Update);
+                    if *path == PathKind::Bare && !writes {
+                        continue;
+                    }
+                    let spec = (spread, workload, concurrency, *path);
+                    let result =
+                        run::run(target.clone(), installs.clone(), spec, config.duration).await;
+                    group.push(result);
+                }
+                let raw = group
+                    .iter()
+                    .find(|r| r.path == PathKind::Raw)
+                    .map(|r| r.ops_per_sec);
+                for result in &mut group {
+                    result.ratio_to_raw = raw.map(|raw| result.ops_per_sec / raw);
+                }
+                done += 1;
+                progress(&format!(
+                    "[{done}/{total}] {spread:?} {workload:?} c={concurrency}: {}",
+                    report::summary(&group)
+                ));
+                report.runs.extend(group);
+            }
+        }
+    }
+    if config.scale_keys > 0 {
+        progress(&format!(
+            "list scaling: 1,000 vs {} keys",
+            config.scale_keys
+        ));
+        report.list_scaling =
+            Some(scaling::list_scaling(&config.database_url, config.scale_keys).await?);
+    }
+    if config.instantiations > 0 {
+        progress("instantiation from InstancePre");
+        report.instantiation =
+            Some(scaling::instantiation(&config.database_url, config.instantiations).await?);
+    }
+    report.rss_kb_end = report::rss_kb();
+    Ok(report)
+}
+
+fn paths_with_raw(config: &Config) -> Vec<PathKind> {
+    let mut paths = vec![PathKind::Raw];
+    paths.extend(config.paths.iter().filter(|p| **p != PathKind::Raw));
+    paths
+}
+
+/// The benchmark measures speed, not quotas: its installs may grow without bound (the quota
+/// checks still run on every write).
+fn with_unbounded_quotas(target: Target) -> Target {
+    match target {
+        Target::Service(service) => {
+            Target::Service(service.with_limits(Limits::CONTRACT, Limits::CONTRACT))
+        }
+        other => other,
+    }
+}
+
+/// Writes the preloaded keys of every install through the service (so counters are right).
+async fn preload(db: &TestDb, installs: &Installs) -> anyhow::Result<()> {
+    let service: StorageService = db.service();
+    let value = workload::value(1);
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in installs.names().chunks(installs.names().len().div_ceil(4)) {
+        let (service, names, value) = (service.clone(), chunk.to_vec(), value.clone());
+        tasks.spawn(async move {
+            for install in names {
+                let call = CallContext::new(TENANT, &install).grant(STORAGE_CAPABILITY);
+                let items: Vec<PutItem> = (0..PRELOADED_KEYS)
+                    .map(|i| PutItem {
+                        key: workload::preloaded_key(i),
+                        value: value.clone(),
+                        options: PutOptions::default(),
+                    })
+                    .collect();
+                for part in items.chunks(100) {
+                    service
+                        .bulk_put(&call, NAMESPACE, part)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("preload: {e}"))?;
+                }
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    Ok(())
+}

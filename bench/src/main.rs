@@ -1,0 +1,67 @@
+//! `alga-storage-bench`: see the crate docs and `docs/performance.md`.
+
+use std::time::Duration;
+
+use alga_storage_bench::target::PathKind;
+use alga_storage_bench::workload::{Spread, Workload};
+use alga_storage_bench::{Config, run_suite};
+use clap::Parser;
+
+/// Load harness: the storage service, guest components and raw SQL, measured in one run.
+#[derive(Parser)]
+#[command(name = "alga-storage-bench")]
+struct Args {
+    /// PostgreSQL server where the harness may create (and drop) its databases.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    /// Milliseconds per configuration.
+    #[arg(long, default_value_t = 3000)]
+    duration_ms: u64,
+    /// Worker counts.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 16, 64])]
+    concurrency: Vec<usize>,
+    /// Installs of the "many" spread.
+    #[arg(long, default_value_t = 1000)]
+    installs: usize,
+    /// Paths besides raw.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [PathKind::Bare, PathKind::Service, PathKind::Wasm])]
+    paths: Vec<PathKind>,
+    /// Workloads.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Workload::Insert, Workload::Update, Workload::Get, Workload::List, Workload::Mix])]
+    workloads: Vec<Workload>,
+    /// Spreads.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Spread::Many, Spread::Hot])]
+    spreads: Vec<Spread>,
+    /// Keys of the large namespace of the list-scaling measurement (0 skips it).
+    #[arg(long, default_value_t = 1_000_000)]
+    scale_keys: usize,
+    /// Samples of the instantiation measurement (0 skips it).
+    #[arg(long, default_value_t = 2000)]
+    instantiations: usize,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = Config {
+        database_url: args.database_url,
+        duration: Duration::from_millis(args.duration_ms),
+        concurrency: args.concurrency,
+        installs: args.installs,
+        paths: args.paths,
+        workloads: args.workloads,
+        spreads: args.spreads,
+        scale_keys: args.scale_keys,
+        instantiations: args.instantiations,
+    };
+    let report = run_suite(&config, |line| eprintln!("{line}")).await?;
+    println!("{}", report.table());
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}

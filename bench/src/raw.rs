@@ -1,0 +1,200 @@
+//! The raw baseline: tokio-postgres executing by hand the minimal SQL that does the same durable
+//! work as the service, on the same pool. A write is one pipelined transaction (all statements
+//! sent before any reply is awaited): the record, its counters when they change, and its audit
+//! row.
+
+use std::time::SystemTime;
+
+use alga_storage::model::Precondition;
+use anyhow::Context;
+use deadpool_postgres::Pool;
+use tokio_postgres::types::ToSql;
+
+use crate::target::Request;
+use crate::workload::{NAMESPACE, TENANT};
+
+const GET: &str = "\
+SELECT key, value, metadata, revision, schema_version, ttl_expires_at, created_at, updated_at
+  FROM ext_storage_records
+ WHERE tenant_id = $1 AND extension_install_id = $2 AND namespace = $3 AND key = $4
+   AND (ttl_expires_at IS NULL OR ttl_expires_at > $5)";
+
+const LIST: &str = "\
+SELECT key, value, metadata, revision, schema_version, ttl_expires_at, created_at, updated_at
+  FROM ext_storage_records
+ WHERE tenant_id = $1 AND extension_install_id = $2 AND namespace = $3 AND key > ''
+   AND (ttl_expires_at IS NULL OR ttl_expires_at > $4)
+ ORDER BY key LIMIT 101";
+
+const INSERT: &str = "\
+INSERT INTO ext_storage_records
+    (tenant_id, extension_install_id, namespace, key, value, revision, size_bytes,
+     created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5::text::jsonb, 1, $6, $7, $7)";
+
+const UPDATE: &str = "\
+UPDATE ext_storage_records
+   SET value = $5::text::jsonb, revision = revision + 1, size_bytes = $6, updated_at = $7
+ WHERE tenant_id = $1 AND extension_install_id = $2 AND namespace = $3 AND key = $4
+   AND revision = $8";
+
+const COUNT_NAMESPACE: &str = "\
+UPDATE ext_storage_namespace_usage SET key_count = key_count + 1, byte_count = byte_count + $4
+ WHERE tenant_id = $1 AND extension_install_id = $2 AND namespace = $3";
+
+const COUNT_INSTALL: &str = "\
+UPDATE ext_storage_install_usage SET byte_count = byte_count + $3
+ WHERE tenant_id = $1 AND extension_install_id = $2";
+
+const AUDIT: &str = "\
+INSERT INTO ext_storage_audit
+    (tenant_id, extension_install_id, extension_id, namespace, key, operation, actor, revision,
+     bytes, request_id, occurred_at)
+VALUES ($1, $2, $2, $3, $4, 'put', 'bench', $5, $6, NULL, $7)";
+
+const BARE: &str = "\
+INSERT INTO ext_storage_records AS r
+    (tenant_id, extension_install_id, namespace, key, value, revision, size_bytes,
+     created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5::text::jsonb, 1, $6, $7, $7)
+ON CONFLICT (tenant_id, extension_install_id, namespace, key) DO UPDATE
+   SET value = EXCLUDED.value, revision = r.revision + 1, size_bytes = EXCLUDED.size_bytes,
+       updated_at = EXCLUDED.updated_at";
+
+/// A point read.
+pub async fn get(pool: &Pool, req: &Request<'_>) -> anyhow::Result<()> {
+    let client = pool.get().await?;
+    let statement = client.prepare_cached(GET).await?;
+    let now = SystemTime::now();
+    let row = client
+        .query_opt(
+            &statement,
+            &[&TENANT, &req.install, &NAMESPACE, &req.key, &now],
+        )
+        .await?;
+    row.context("missing")?;
+    Ok(())
+}
+
+/// The first keyset page of 100.
+pub async fn list(pool: &Pool, req: &Request<'_>) -> anyhow::Result<()> {
+    let client = pool.get().await?;
+    let statement = client.prepare_cached(LIST).await?;
+    let now = SystemTime::now();
+    let rows = client
+        .query(&statement, &[&TENANT, &req.install, &NAMESPACE, &now])
+        .await?;
+    anyhow::ensure!(rows.len() > 100, "short page");
+    Ok(())
+}
+
+/// An insert (with counters) or a revision-checked same-size update (counters unchanged), each
+/// with its audit row, in one pipelined transaction.
+pub async fn write(pool: &Pool, req: &Request<'_>) -> anyhow::Result<()> {
+    let client = pool.get().await?;
+    let now = SystemTime::now();
+    let value = req.value;
+    let size = (req.key.len() + req.value.len()) as i64;
+    let audit = client.prepare_cached(AUDIT).await?;
+    match req.precondition {
+        Precondition::Revision(expected) => {
+            let update = client.prepare_cached(UPDATE).await?;
+            let (expected, next) = (expected as i64, expected as i64 + 1);
+            let update_params: [&(dyn ToSql + Sync); 8] = [
+                &TENANT,
+                &req.install,
+                &NAMESPACE,
+                &req.key,
+                &value,
+                &size,
+                &now,
+                &expected,
+            ];
+            let audit_params: [&(dyn ToSql + Sync); 7] = [
+                &TENANT,
+                &req.install,
+                &NAMESPACE,
+                &req.key,
+                &next,
+                &size,
+                &now,
+            ];
+            let (begin, updated, audited, commit) = tokio::join!(
+                client.batch_execute("BEGIN"),
+                client.execute(&update, &update_params),
+                client.execute(&audit, &audit_params),
+                client.batch_execute("COMMIT"),
+            );
+            begin?;
+            anyhow::ensure!(updated? == 1, "revision conflict");
+            audited?;
+            commit?;
+        }
+        _ => {
+            let insert = client.prepare_cached(INSERT).await?;
+            let namespace = client.prepare_cached(COUNT_NAMESPACE).await?;
+            let install = client.prepare_cached(COUNT_INSTALL).await?;
+            let one = 1i64;
+            let insert_params: [&(dyn ToSql + Sync); 7] = [
+                &TENANT,
+                &req.install,
+                &NAMESPACE,
+                &req.key,
+                &value,
+                &size,
+                &now,
+            ];
+            let namespace_params: [&(dyn ToSql + Sync); 4] =
+                [&TENANT, &req.install, &NAMESPACE, &size];
+            let install_params: [&(dyn ToSql + Sync); 3] = [&TENANT, &req.install, &size];
+            let audit_params: [&(dyn ToSql + Sync); 7] = [
+                &TENANT,
+                &req.install,
+                &NAMESPACE,
+                &req.key,
+                &one,
+                &size,
+                &now,
+            ];
+            let (begin, inserted, counted_ns, counted_install, audited, commit) = tokio::join!(
+                client.batch_execute("BEGIN"),
+                client.execute(&insert, &insert_params),
+                client.execute(&namespace, &namespace_params),
+                client.execute(&install, &install_params),
+                client.execute(&audit, &audit_params),
+                client.batch_execute("COMMIT"),
+            );
+            begin?;
+            inserted?;
+            counted_ns?;
+            counted_install?;
+            audited?;
+            commit?;
+        }
+    }
+    Ok(())
+}
+
+/// One upsert statement, nothing else.
+pub async fn bare_upsert(pool: &Pool, req: &Request<'_>) -> anyhow::Result<()> {
+    let client = pool.get().await?;
+    let statement = client.prepare_cached(BARE).await?;
+    let now = SystemTime::now();
+    let value = req.value;
+    let size = (req.key.len() + req.value.len()) as i64;
+    client
+        .execute(
+            &statement,
+            &[
+                &TENANT,
+                &req.install,
+                &NAMESPACE,
+                &req.key,
+                &value,
+                &size,
+                &now,
+            ],
+        )
+        .await?;
+    Ok(())
+}

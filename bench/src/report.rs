@@ -1,0 +1,107 @@
+//! The report: a table on stdout, and JSON for the record.
+
+use serde::Serialize;
+
+use crate::Config;
+use crate::run::RunResult;
+use crate::scaling::{Instantiation, ListScaling};
+
+/// Everything one run of the harness measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Logical CPUs of the machine.
+    pub cpus: usize,
+    /// Milliseconds per configuration.
+    pub duration_ms: u128,
+    /// Throughput and latency per configuration.
+    pub runs: Vec<RunResult>,
+    /// List page cost in a small and a large namespace.
+    pub list_scaling: Option<ListScaling>,
+    /// Component instantiation latency.
+    pub instantiation: Option<Instantiation>,
+    /// Resident memory of the harness at start, KiB.
+    pub rss_kb_start: Option<u64>,
+    /// Resident memory of the harness at the end, KiB.
+    pub rss_kb_end: Option<u64>,
+}
+
+impl Report {
+    pub(crate) fn new(config: &Config) -> Self {
+        Self {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            duration_ms: config.duration.as_millis(),
+            runs: Vec::new(),
+            list_scaling: None,
+            instantiation: None,
+            rss_kb_start: None,
+            rss_kb_end: None,
+        }
+    }
+
+    /// The report as a Markdown table plus the side measurements.
+    pub fn table(&self) -> String {
+        let mut out = String::from(
+            "| spread | workload | conc. | path | ops/s | p50 µs | p95 µs | p99 µs | errors | × raw |\n\
+             | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        );
+        for r in &self.runs {
+            out.push_str(&format!(
+                "| {:?} | {:?} | {} | {:?} | {:.0} | {} | {} | {} | {} | {} |\n",
+                r.spread,
+                r.workload,
+                r.concurrency,
+                r.path,
+                r.ops_per_sec,
+                r.p50_us,
+                r.p95_us,
+                r.p99_us,
+                r.errors,
+                r.ratio_to_raw.map_or("-".into(), |x| format!("{x:.2}")),
+            ));
+        }
+        if let Some(s) = &self.list_scaling {
+            out.push_str(&format!(
+                "\nlist page of 100: {} µs at {} keys, {} µs at {} keys (× {:.2})\n",
+                s.small_p50_us, s.small_keys, s.large_p50_us, s.large_keys, s.ratio
+            ));
+        }
+        if let Some(i) = &self.instantiation {
+            out.push_str(&format!(
+                "instantiation from InstancePre: pooled p50 {} µs (p99 {} µs), on-demand p50 {} µs ({} samples)\n",
+                i.pooled_p50_us, i.pooled_p99_us, i.on_demand_p50_us, i.samples
+            ));
+        }
+        if let (Some(a), Some(b)) = (self.rss_kb_start, self.rss_kb_end) {
+            out.push_str(&format!(
+                "resident memory: {a} KiB at start, {b} KiB at end\n"
+            ));
+        }
+        out
+    }
+}
+
+/// One line per path of a configuration, for progress output.
+pub fn summary(group: &[RunResult]) -> String {
+    group
+        .iter()
+        .map(|r| {
+            let ratio = r
+                .ratio_to_raw
+                .map_or(String::new(), |x| format!(" ({x:.2}×)"));
+            let errors = if r.errors > 0 {
+                format!(" {} errors", r.errors)
+            } else {
+                String::new()
+            };
+            format!("{:?} {:.0}/s{ratio}{errors}", r.path, r.ops_per_sec)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Resident memory of this process in KiB (Linux).
+pub fn rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

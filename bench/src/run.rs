@@ -1,0 +1,154 @@
+//! Running one configuration: workers loop over operations until the deadline, recording each
+//! latency in an HDR histogram.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use alga_storage::model::Precondition;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::target::{PathKind, Request, Target};
+use crate::workload::{
+    Installs, Op, PRELOADED_KEYS, Rng, Spread, Workload, next_insert_id, preloaded_key, value,
+};
+
+/// One measured configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    /// Installs spread.
+    pub spread: Spread,
+    /// Workload.
+    pub workload: Workload,
+    /// Concurrent workers.
+    pub concurrency: usize,
+    /// Path.
+    pub path: PathKind,
+    /// Completed operations.
+    pub ops: u64,
+    /// Failed operations (0 in a sound run).
+    pub errors: u64,
+    /// The first failure, if any.
+    pub first_error: Option<String>,
+    /// Throughput.
+    pub ops_per_sec: f64,
+    /// Median latency, µs.
+    pub p50_us: u64,
+    /// 95th percentile latency, µs.
+    pub p95_us: u64,
+    /// 99th percentile latency, µs.
+    pub p99_us: u64,
+    /// Throughput relative to the raw path in the same configuration (set after the run).
+    pub ratio_to_raw: Option<f64>,
+}
+
+/// Runs `workload` on `target` with `concurrency` workers for `duration`.
+pub async fn run(
+    target: Arc<Target>,
+    installs: Arc<Installs>,
+    (spread, workload, concurrency, path): (Spread, Workload, usize, PathKind),
+    duration: Duration,
+) -> RunResult {
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for worker in 0..concurrency {
+        let (target, installs) = (target.clone(), installs.clone());
+        workers.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let (mut errors, mut first_error) = (0u64, None);
+            let mut rng = Rng::new(worker as u64 + 1);
+            while Instant::now() < deadline {
+                let begun = Instant::now();
+                let result =
+                    one_op(&target, &installs, workload, worker, concurrency, &mut rng).await;
+                let micros = begun.elapsed().as_micros() as u64;
+                match result {
+                    Ok(()) => histogram.saturating_record(micros.max(1)),
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| format!("{e:#}"));
+                    }
+                }
+            }
+            (histogram, errors, first_error)
+        }));
+    }
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let (mut errors, mut first_error) = (0, None);
+    for worker in workers {
+        let (h, e, first) = worker.await.expect("worker panicked");
+        histogram.add(&h).unwrap();
+        errors += e;
+        first_error = first_error.or(first);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    RunResult {
+        spread,
+        workload,
+        concurrency,
+        path,
+        ops: histogram.len(),
+        errors,
+        first_error,
+        ops_per_sec: histogram.len() as f64 / elapsed,
+        p50_us: histogram.value_at_quantile(0.50),
+        p95_us: histogram.value_at_quantile(0.95),
+        p99_us: histogram.value_at_quantile(0.99),
+        ratio_to_raw: None,
+    }
+}
+
+async fn one_op(
+    target: &Target,
+    installs: &Installs,
+    workload: Workload,
+    worker: usize,
+    concurrency: usize,
+    rng: &mut Rng,
+) -> anyhow::Result<()> {
+    let install_index = rng.below(installs.names().len() as u64) as usize;
+    let install = installs.names()[install_index].as_str();
+    match workload.op(rng.below(100)) {
+        Op::Get => {
+            let key = preloaded_key(rng.below(PRELOADED_KEYS as u64) as usize);
+            let req = request(install, &key, "", Precondition::None);
+            target.get(&req).await
+        }
+        Op::List => {
+            target
+                .list(&request(install, "", "", Precondition::None))
+                .await
+        }
+        Op::Insert => {
+            let key = format!("i-{}", next_insert_id());
+            let value = value(0);
+            target
+                .put(&request(install, &key, &value, Precondition::Absent))
+                .await
+        }
+        Op::Update => {
+            // Worker w owns the preloaded keys w, w + c, w + 2c, …: no two workers race.
+            let owned = (PRELOADED_KEYS - worker).div_ceil(concurrency) as u64;
+            let index = worker + concurrency * rng.below(owned) as usize;
+            let key = preloaded_key(index);
+            let revision = installs.revision(install_index, index);
+            let current = revision.load(Ordering::Relaxed);
+            let value = value(current + 1);
+            let req = request(install, &key, &value, Precondition::Revision(current));
+            target.put(&req).await?;
+            revision.store(current + 1, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+}
+
+fn request<'a>(install: &'a str, key: &'a str, value: &'a str, p: Precondition) -> Request<'a> {
+    Request {
+        install,
+        key,
+        value,
+        precondition: p,
+    }
+}

@@ -1,0 +1,200 @@
+//! The paths an operation can take: the storage service, a guest component in wasmtime, and
+//! hand-written SQL (the raw baseline, and the bare upsert without counters or audit).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use alga_storage::backend::postgres::PgBackend;
+use alga_storage::model::{ListOptions, Precondition, PutOptions};
+use alga_storage::wasm::command::{CommandRunner, PreparedCommand, RunOptions};
+use alga_storage::{CallContext, STORAGE_CAPABILITY, StorageService};
+use deadpool_postgres::Pool;
+use serde::Serialize;
+
+use crate::workload::NAMESPACE;
+
+/// Which path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum PathKind {
+    /// `StorageService` called directly.
+    Service,
+    /// A guest component instantiated per operation (from `InstancePre`, pooling allocator).
+    Wasm,
+    /// tokio-postgres executing the minimal SQL doing the same durable work by hand.
+    Raw,
+    /// One upsert statement: no precondition, counters or audit (reference only).
+    Bare,
+}
+
+/// One concrete operation.
+pub struct Request<'a> {
+    /// The install.
+    pub install: &'a str,
+    /// The key.
+    pub key: &'a str,
+    /// The value to write.
+    pub value: &'a str,
+    /// The precondition of writes.
+    pub precondition: Precondition,
+}
+
+/// Executes operations over one path.
+pub enum Target {
+    /// Through the service.
+    Service(StorageService),
+    /// Through a guest component.
+    Wasm(Box<(CommandRunner, PreparedCommand)>),
+    /// Hand-written SQL.
+    Raw(Pool),
+    /// One upsert statement.
+    Bare(Pool),
+}
+
+fn call(install: &str) -> CallContext {
+    CallContext::new(crate::workload::TENANT, install)
+        .grant(STORAGE_CAPABILITY)
+        .actor("bench")
+}
+
+impl Target {
+    /// Builds the target for `kind` over `url` with `pool_size` connections.
+    pub fn new(kind: PathKind, url: &str, pool_size: usize) -> anyhow::Result<Self> {
+        let backend = PgBackend::connect(url, pool_size)?;
+        Ok(match kind {
+            PathKind::Service => Target::Service(StorageService::new(Arc::new(backend))),
+            PathKind::Wasm => {
+                let service = StorageService::new(Arc::new(backend));
+                let runner = CommandRunner::pooled(service, 256).map_err(wasm_error)?;
+                let bytes = std::fs::read(alga_storage_tests::BENCH_OP)?;
+                let component = runner.compile(&bytes).map_err(wasm_error)?;
+                let prepared = runner.prepare(&component).map_err(wasm_error)?;
+                Target::Wasm(Box::new((runner, prepared)))
+            }
+            PathKind::Raw => Target::Raw(backend.pool().clone()),
+            PathKind::Bare => Target::Bare(backend.pool().clone()),
+        })
+    }
+
+    /// Inserts or updates `req.key` (the precondition says which).
+    pub async fn put(&self, req: &Request<'_>) -> anyhow::Result<()> {
+        match self {
+            Target::Service(service) => {
+                let options = PutOptions {
+                    precondition: req.precondition,
+                    ..Default::default()
+                };
+                service
+                    .put(&call(req.install), NAMESPACE, req.key, req.value, &options)
+                    .await?;
+            }
+            Target::Wasm(wasm) => {
+                let args = match req.precondition {
+                    Precondition::Revision(r) => vec!["update".into(), r.to_string()],
+                    _ => vec!["insert".into()],
+                };
+                let mut all = vec![args[0].clone(), NAMESPACE.into(), req.key.into()];
+                all.push(req.value.into());
+                all.extend(args.into_iter().skip(1));
+                run_wasm(wasm, req.install, all).await?;
+            }
+            Target::Raw(pool) => crate::raw::write(pool, req).await?,
+            Target::Bare(pool) => crate::raw::bare_upsert(pool, req).await?,
+        }
+        Ok(())
+    }
+
+    /// Reads `req.key`.
+    pub async fn get(&self, req: &Request<'_>) -> anyhow::Result<()> {
+        match self {
+            Target::Service(service) => {
+                let record = service.get(&call(req.install), NAMESPACE, req.key).await?;
+                anyhow::ensure!(record.is_some(), "{} missing", req.key);
+            }
+            Target::Wasm(wasm) => {
+                let args = vec!["get".into(), NAMESPACE.into(), req.key.into()];
+                run_wasm(wasm, req.install, args).await?;
+            }
+            Target::Raw(pool) | Target::Bare(pool) => crate::raw::get(pool, req).await?,
+        }
+        Ok(())
+    }
+
+    /// Reads the first page of 100 records of the install's namespace.
+    pub async fn list(&self, req: &Request<'_>) -> anyhow::Result<()> {
+        match self {
+            Target::Service(service) => {
+                let options = ListOptions {
+                    limit: Some(100),
+                    ..Default::default()
+                };
+                let page = service
+                    .list(&call(req.install), NAMESPACE, &options)
+                    .await?;
+                anyhow::ensure!(page.entries.len() == 100, "short page");
+            }
+            Target::Wasm(wasm) => {
+                let args = vec!["list".into(), NAMESPACE.into(), "-".into()];
+                run_wasm(wasm, req.install, args).await?;
+            }
+            Target::Raw(pool) | Target::Bare(pool) => crate::raw::list(pool, req).await?,
+        }
+        Ok(())
+    }
+}
+
+async fn run_wasm(
+    wasm: &(CommandRunner, PreparedCommand),
+    install: &str,
+    args: Vec<String>,
+) -> anyhow::Result<()> {
+    let (runner, prepared) = wasm;
+    let options = RunOptions {
+        args,
+        capture_output: true,
+        ..RunOptions::default()
+    };
+    let outcome = runner
+        .instantiate(prepared, call(install), &options)
+        .await
+        .map_err(wasm_error)?
+        .run()
+        .await
+        .map_err(wasm_error)?;
+    anyhow::ensure!(outcome.success(), "guest failed: {}", outcome.stderr);
+    Ok(())
+}
+
+/// Measures instantiation from `InstancePre`: `samples` instantiations, durations in µs.
+pub async fn instantiation_micros(
+    url: &str,
+    pooled: bool,
+    samples: usize,
+) -> anyhow::Result<Vec<u64>> {
+    let service = StorageService::new(Arc::new(PgBackend::connect(url, 1)?));
+    let runner = if pooled {
+        CommandRunner::pooled(service, 16)
+    } else {
+        CommandRunner::new(service)
+    }
+    .map_err(wasm_error)?;
+    let component = runner
+        .compile(&std::fs::read(alga_storage_tests::BENCH_OP)?)
+        .map_err(wasm_error)?;
+    let prepared = runner.prepare(&component).map_err(wasm_error)?;
+    let mut micros = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let started = SystemTime::now();
+        let instance = runner
+            .instantiate(&prepared, call("inst"), &RunOptions::default())
+            .await
+            .map_err(wasm_error)?;
+        micros.push(started.elapsed()?.as_micros() as u64);
+        drop(instance);
+    }
+    Ok(micros)
+}
+
+fn wasm_error(e: wasmtime::Error) -> anyhow::Error {
+    anyhow::anyhow!("{e:?}")
+}

@@ -1,0 +1,130 @@
+//! What the harness runs: workloads, how installs are chosen, and the keys each worker owns.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// Preloaded records per install (each worker owns a disjoint subset for revision updates).
+pub const PRELOADED_KEYS: usize = 128;
+/// The namespace every workload uses.
+pub const NAMESPACE: &str = "bench";
+/// The tenant every install belongs to.
+pub const TENANT: &str = "bench-tenant";
+
+/// One kind of operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Create a new key (if-absent).
+    Insert,
+    /// Overwrite an existing key with a same-size value at its known revision.
+    Update,
+    /// Read one key.
+    Get,
+    /// Read the first page of 100 records.
+    List,
+}
+
+/// A workload: one operation, or the 70/20/10 mix of get/update/insert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    /// New keys.
+    Insert,
+    /// Revision-checked updates of existing keys.
+    Update,
+    /// Point reads.
+    Get,
+    /// List pages of 100.
+    List,
+    /// 70 % get, 20 % update, 10 % insert.
+    Mix,
+}
+
+impl Workload {
+    /// The operation for a draw of `dice` in 0..100.
+    pub fn op(self, dice: u64) -> Op {
+        match self {
+            Workload::Insert => Op::Insert,
+            Workload::Update => Op::Update,
+            Workload::Get => Op::Get,
+            Workload::List => Op::List,
+            Workload::Mix if dice < 70 => Op::Get,
+            Workload::Mix if dice < 90 => Op::Update,
+            Workload::Mix => Op::Insert,
+        }
+    }
+}
+
+/// How operations are spread over installs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Spread {
+    /// Uniformly over many installs of one tenant.
+    Many,
+    /// All on one hot install.
+    Hot,
+}
+
+/// The installs of a spread, and the revision of every preloaded key.
+pub struct Installs {
+    names: Vec<String>,
+    revisions: Vec<AtomicU64>,
+}
+
+impl Installs {
+    /// `count` installs named after `spread`, every preloaded key at revision 1.
+    pub fn new(spread: Spread, count: usize) -> Self {
+        let names: Vec<String> = match spread {
+            Spread::Many => (0..count).map(|i| format!("inst-{i:04}")).collect(),
+            Spread::Hot => vec!["hot".to_owned()],
+        };
+        let revisions = (0..names.len() * PRELOADED_KEYS)
+            .map(|_| AtomicU64::new(1))
+            .collect();
+        Self { names, revisions }
+    }
+
+    /// Install names.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Current revision of preloaded key `key` of install `install`.
+    pub fn revision(&self, install: usize, key: usize) -> &AtomicU64 {
+        &self.revisions[install * PRELOADED_KEYS + key]
+    }
+}
+
+/// The name of preloaded key `i`.
+pub fn preloaded_key(i: usize) -> String {
+    format!("p-{i:03}")
+}
+
+/// A ~1 KiB JSON value whose size does not depend on `n` (so updates keep the size).
+pub fn value(n: u64) -> String {
+    format!("{{\"n\":\"{n:020}\",\"data\":\"{}\"}}", "x".repeat(990))
+}
+
+/// A small, fast, deterministic generator per worker.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded by the worker's number.
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Sequence numbers for fresh keys, unique within a process.
+pub fn next_insert_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}

@@ -1,0 +1,48 @@
+//! The harness runs every path, workload and spread end to end and reports sound results. No
+//! timing is asserted: the harness measures, `docs/performance.md` records.
+
+use std::time::Duration;
+
+use alga_storage_bench::target::PathKind;
+use alga_storage_bench::workload::{Spread, Workload};
+use alga_storage_bench::{Config, run_suite};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_configuration_runs_without_errors() {
+    let config = Config {
+        database_url: alga_storage_tests::admin_url(),
+        duration: Duration::from_millis(150),
+        concurrency: vec![1, 4],
+        installs: 5,
+        paths: vec![PathKind::Bare, PathKind::Service, PathKind::Wasm],
+        workloads: vec![
+            Workload::Insert,
+            Workload::Update,
+            Workload::Get,
+            Workload::List,
+            Workload::Mix,
+        ],
+        spreads: vec![Spread::Many, Spread::Hot],
+        scale_keys: 5_000,
+        instantiations: 20,
+    };
+    let report = run_suite(&config, |_| {}).await.unwrap();
+    // 2 spreads × 5 workloads × 2 concurrencies × (raw, service, wasm) + bare for 2 workloads.
+    assert_eq!(report.runs.len(), 2 * 5 * 2 * 3 + 2 * 2 * 2);
+    for run in &report.runs {
+        assert!(run.ops > 0, "{run:?}");
+        assert_eq!(run.errors, 0, "{run:?}");
+        assert!(
+            run.p50_us <= run.p95_us && run.p95_us <= run.p99_us,
+            "{run:?}"
+        );
+        assert!(run.ratio_to_raw.is_some(), "{run:?}");
+    }
+    let scaling = report.list_scaling.as_ref().unwrap();
+    assert_eq!((scaling.small_keys, scaling.large_keys), (1_000, 5_000));
+    assert!(report.instantiation.as_ref().unwrap().pooled_p50_us > 0);
+    let table = report.table();
+    assert!(table.contains("| Many | Insert | 4 | Service |"), "{table}");
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["runs"][0]["path"], "raw");
+}
