@@ -19,7 +19,10 @@ use alga_storage_tests::TestDb;
 use report::Report;
 use run::RunResult;
 use target::{PathKind, Target};
-use workload::{Installs, NAMESPACE, PRELOADED_KEYS, Spread, TENANT, Workload};
+use workload::{
+    Installs, NAMESPACE, PRELOADED_KEYS, Spread, TENANT, VALIDATED_NAMESPACE, VALUE_SCHEMA,
+    Workload,
+};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -73,6 +76,7 @@ pub async fn run_suite(config: &Config, progress: impl Fn(&str)) -> anyhow::Resu
                 let mut group: Vec<RunResult> = Vec::new();
                 for (path, target) in &targets {
                     let writes = matches!(workload, Workload::Insert | Workload::Update);
+                    // The bare upsert is the reference for plain writes only.
                     if *path == PathKind::Bare && !writes {
                         continue;
                     }
@@ -141,6 +145,9 @@ async fn preload(db: &TestDb, installs: &Installs) -> anyhow::Result<()> {
         tasks.spawn(async move {
             for install in names {
                 let call = CallContext::new(TENANT, &install).grant(STORAGE_CAPABILITY);
+                service
+                    .register_schema(&call, VALIDATED_NAMESPACE, VALUE_SCHEMA)
+                    .await?;
                 let items: Vec<PutItem> = (0..PRELOADED_KEYS)
                     .map(|i| PutItem {
                         key: workload::preloaded_key(i),
@@ -148,11 +155,13 @@ async fn preload(db: &TestDb, installs: &Installs) -> anyhow::Result<()> {
                         options: PutOptions::default(),
                     })
                     .collect();
-                for part in items.chunks(100) {
-                    service
-                        .bulk_put(&call, NAMESPACE, part)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("preload: {e}"))?;
+                for namespace in [NAMESPACE, VALIDATED_NAMESPACE] {
+                    for part in items.chunks(100) {
+                        service
+                            .bulk_put(&call, namespace, part)
+                            .await
+                            .map_err(|e| anyhow::anyhow!("preload: {e}"))?;
+                    }
                 }
             }
             anyhow::Ok(())

@@ -11,7 +11,7 @@ use deadpool_postgres::Pool;
 use tokio_postgres::types::ToSql;
 
 use crate::target::Request;
-use crate::workload::{NAMESPACE, TENANT};
+use crate::workload::TENANT;
 
 const GET: &str = "\
 SELECT key, value, metadata, revision, schema_version, ttl_expires_at, created_at, updated_at
@@ -69,7 +69,7 @@ pub async fn get(pool: &Pool, req: &Request<'_>) -> anyhow::Result<()> {
     let row = client
         .query_opt(
             &statement,
-            &[&TENANT, &req.install, &NAMESPACE, &req.key, &now],
+            &[&TENANT, &req.install, &req.namespace, &req.key, &now],
         )
         .await?;
     row.context("missing")?;
@@ -82,7 +82,7 @@ pub async fn list(pool: &Pool, req: &Request<'_>) -> anyhow::Result<()> {
     let statement = client.prepare_cached(LIST).await?;
     let now = SystemTime::now();
     let rows = client
-        .query(&statement, &[&TENANT, &req.install, &NAMESPACE, &now])
+        .query(&statement, &[&TENANT, &req.install, &req.namespace, &now])
         .await?;
     anyhow::ensure!(rows.len() > 100, "short page");
     Ok(())
@@ -103,7 +103,7 @@ pub async fn write(pool: &Pool, req: &Request<'_>) -> anyhow::Result<()> {
             let update_params: [&(dyn ToSql + Sync); 8] = [
                 &TENANT,
                 &req.install,
-                &NAMESPACE,
+                &req.namespace,
                 &req.key,
                 &value,
                 &size,
@@ -113,7 +113,7 @@ pub async fn write(pool: &Pool, req: &Request<'_>) -> anyhow::Result<()> {
             let audit_params: [&(dyn ToSql + Sync); 7] = [
                 &TENANT,
                 &req.install,
-                &NAMESPACE,
+                &req.namespace,
                 &req.key,
                 &next,
                 &size,
@@ -138,19 +138,19 @@ pub async fn write(pool: &Pool, req: &Request<'_>) -> anyhow::Result<()> {
             let insert_params: [&(dyn ToSql + Sync); 7] = [
                 &TENANT,
                 &req.install,
-                &NAMESPACE,
+                &req.namespace,
                 &req.key,
                 &value,
                 &size,
                 &now,
             ];
             let namespace_params: [&(dyn ToSql + Sync); 4] =
-                [&TENANT, &req.install, &NAMESPACE, &size];
+                [&TENANT, &req.install, &req.namespace, &size];
             let install_params: [&(dyn ToSql + Sync); 3] = [&TENANT, &req.install, &size];
             let audit_params: [&(dyn ToSql + Sync); 7] = [
                 &TENANT,
                 &req.install,
-                &NAMESPACE,
+                &req.namespace,
                 &req.key,
                 &one,
                 &size,
@@ -188,7 +188,7 @@ pub async fn bare_upsert(pool: &Pool, req: &Request<'_>) -> anyhow::Result<()> {
             &[
                 &TENANT,
                 &req.install,
-                &NAMESPACE,
+                &req.namespace,
                 &req.key,
                 &value,
                 &size,

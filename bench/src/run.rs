@@ -110,22 +110,25 @@ async fn one_op(
 ) -> anyhow::Result<()> {
     let install_index = rng.below(installs.names().len() as u64) as usize;
     let install = installs.names()[install_index].as_str();
+    let namespace = workload.namespace();
+    let request = |key, value, precondition| Request {
+        install,
+        namespace,
+        key,
+        value,
+        precondition,
+    };
     match workload.op(rng.below(100)) {
         Op::Get => {
             let key = preloaded_key(rng.below(PRELOADED_KEYS as u64) as usize);
-            let req = request(install, &key, "", Precondition::None);
-            target.get(&req).await
+            target.get(&request(&key, "", Precondition::None)).await
         }
-        Op::List => {
-            target
-                .list(&request(install, "", "", Precondition::None))
-                .await
-        }
+        Op::List => target.list(&request("", "", Precondition::None)).await,
         Op::Insert => {
             let key = format!("i-{}", next_insert_id());
             let value = value(0);
             target
-                .put(&request(install, &key, &value, Precondition::Absent))
+                .put(&request(&key, &value, Precondition::Absent))
                 .await
         }
         Op::Update => {
@@ -133,22 +136,14 @@ async fn one_op(
             let owned = (PRELOADED_KEYS - worker).div_ceil(concurrency) as u64;
             let index = worker + concurrency * rng.below(owned) as usize;
             let key = preloaded_key(index);
-            let revision = installs.revision(install_index, index);
+            let revision = installs.revision(workload, install_index, index);
             let current = revision.load(Ordering::Relaxed);
             let value = value(current + 1);
-            let req = request(install, &key, &value, Precondition::Revision(current));
-            target.put(&req).await?;
+            target
+                .put(&request(&key, &value, Precondition::Revision(current)))
+                .await?;
             revision.store(current + 1, Ordering::Relaxed);
             Ok(())
         }
-    }
-}
-
-fn request<'a>(install: &'a str, key: &'a str, value: &'a str, p: Precondition) -> Request<'a> {
-    Request {
-        install,
-        key,
-        value,
-        precondition: p,
     }
 }

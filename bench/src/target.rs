@@ -11,8 +11,6 @@ use alga_storage::{CallContext, STORAGE_CAPABILITY, StorageService};
 use deadpool_postgres::Pool;
 use serde::Serialize;
 
-use crate::workload::NAMESPACE;
-
 /// Which path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -31,6 +29,8 @@ pub enum PathKind {
 pub struct Request<'a> {
     /// The install.
     pub install: &'a str,
+    /// The namespace.
+    pub namespace: &'a str,
     /// The key.
     pub key: &'a str,
     /// The value to write.
@@ -51,7 +51,8 @@ pub enum Target {
     Bare(Pool),
 }
 
-fn call(install: &str) -> CallContext {
+/// The context of a benchmark call for `install`.
+pub fn call(install: &str) -> CallContext {
     CallContext::new(crate::workload::TENANT, install)
         .grant(STORAGE_CAPABILITY)
         .actor("bench")
@@ -85,7 +86,13 @@ impl Target {
                     ..Default::default()
                 };
                 service
-                    .put(&call(req.install), NAMESPACE, req.key, req.value, &options)
+                    .put(
+                        &call(req.install),
+                        req.namespace,
+                        req.key,
+                        req.value,
+                        &options,
+                    )
                     .await?;
             }
             Target::Wasm(wasm) => {
@@ -93,7 +100,7 @@ impl Target {
                     Precondition::Revision(r) => vec!["update".into(), r.to_string()],
                     _ => vec!["insert".into()],
                 };
-                let mut all = vec![args[0].clone(), NAMESPACE.into(), req.key.into()];
+                let mut all = vec![args[0].clone(), req.namespace.into(), req.key.into()];
                 all.push(req.value.into());
                 all.extend(args.into_iter().skip(1));
                 run_wasm(wasm, req.install, all).await?;
@@ -108,11 +115,13 @@ impl Target {
     pub async fn get(&self, req: &Request<'_>) -> anyhow::Result<()> {
         match self {
             Target::Service(service) => {
-                let record = service.get(&call(req.install), NAMESPACE, req.key).await?;
+                let record = service
+                    .get(&call(req.install), req.namespace, req.key)
+                    .await?;
                 anyhow::ensure!(record.is_some(), "{} missing", req.key);
             }
             Target::Wasm(wasm) => {
-                let args = vec!["get".into(), NAMESPACE.into(), req.key.into()];
+                let args = vec!["get".into(), req.namespace.into(), req.key.into()];
                 run_wasm(wasm, req.install, args).await?;
             }
             Target::Raw(pool) | Target::Bare(pool) => crate::raw::get(pool, req).await?,
@@ -129,12 +138,12 @@ impl Target {
                     ..Default::default()
                 };
                 let page = service
-                    .list(&call(req.install), NAMESPACE, &options)
+                    .list(&call(req.install), req.namespace, &options)
                     .await?;
                 anyhow::ensure!(page.entries.len() == 100, "short page");
             }
             Target::Wasm(wasm) => {
-                let args = vec!["list".into(), NAMESPACE.into(), "-".into()];
+                let args = vec!["list".into(), req.namespace.into(), "-".into()];
                 run_wasm(wasm, req.install, args).await?;
             }
             Target::Raw(pool) | Target::Bare(pool) => crate::raw::list(pool, req).await?,

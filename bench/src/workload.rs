@@ -6,8 +6,23 @@ use serde::Serialize;
 
 /// Preloaded records per install (each worker owns a disjoint subset for revision updates).
 pub const PRELOADED_KEYS: usize = 128;
-/// The namespace every workload uses.
+/// The namespace every workload uses, without a schema.
 pub const NAMESPACE: &str = "bench";
+/// The namespace of the `update-validated` workload, with [`VALUE_SCHEMA`] registered.
+pub const VALIDATED_NAMESPACE: &str = "bench-validated";
+/// A realistic schema of the benchmark's values: every write to [`VALIDATED_NAMESPACE`] is
+/// validated against it.
+pub const VALUE_SCHEMA: &str = r#"{
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["n", "data"],
+    "additionalProperties": false,
+    "properties": {
+        "n": {"type": "string", "pattern": "^[0-9]{20}$"},
+        "data": {"type": "string", "minLength": 1, "maxLength": 4096},
+        "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 16}
+    }
+}"#;
 /// The tenant every install belongs to.
 pub const TENANT: &str = "bench-tenant";
 
@@ -32,6 +47,8 @@ pub enum Workload {
     Insert,
     /// Revision-checked updates of existing keys.
     Update,
+    /// Revision-checked updates in a namespace with a JSON Schema (validator cached).
+    UpdateValidated,
     /// Point reads.
     Get,
     /// List pages of 100.
@@ -41,11 +58,19 @@ pub enum Workload {
 }
 
 impl Workload {
+    /// The namespace the workload runs in.
+    pub fn namespace(self) -> &'static str {
+        match self {
+            Workload::UpdateValidated => VALIDATED_NAMESPACE,
+            _ => NAMESPACE,
+        }
+    }
+
     /// The operation for a draw of `dice` in 0..100.
     pub fn op(self, dice: u64) -> Op {
         match self {
             Workload::Insert => Op::Insert,
-            Workload::Update => Op::Update,
+            Workload::Update | Workload::UpdateValidated => Op::Update,
             Workload::Get => Op::Get,
             Workload::List => Op::List,
             Workload::Mix if dice < 70 => Op::Get,
@@ -78,7 +103,7 @@ impl Installs {
             Spread::Many => (0..count).map(|i| format!("inst-{i:04}")).collect(),
             Spread::Hot => vec!["hot".to_owned()],
         };
-        let revisions = (0..names.len() * PRELOADED_KEYS)
+        let revisions = (0..names.len() * PRELOADED_KEYS * 2)
             .map(|_| AtomicU64::new(1))
             .collect();
         Self { names, revisions }
@@ -89,9 +114,10 @@ impl Installs {
         &self.names
     }
 
-    /// Current revision of preloaded key `key` of install `install`.
-    pub fn revision(&self, install: usize, key: usize) -> &AtomicU64 {
-        &self.revisions[install * PRELOADED_KEYS + key]
+    /// Current revision of preloaded key `key` of install `install` in the workload's namespace.
+    pub fn revision(&self, workload: Workload, install: usize, key: usize) -> &AtomicU64 {
+        let namespace = usize::from(workload.namespace() == VALIDATED_NAMESPACE);
+        &self.revisions[(namespace * self.names.len() + install) * PRELOADED_KEYS + key]
     }
 }
 

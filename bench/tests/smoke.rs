@@ -18,6 +18,7 @@ async fn every_configuration_runs_without_errors() {
         workloads: vec![
             Workload::Insert,
             Workload::Update,
+            Workload::UpdateValidated,
             Workload::Get,
             Workload::List,
             Workload::Mix,
@@ -27,8 +28,8 @@ async fn every_configuration_runs_without_errors() {
         instantiations: 20,
     };
     let report = run_suite(&config, |_| {}).await.unwrap();
-    // 2 spreads × 5 workloads × 2 concurrencies × (raw, service, wasm) + bare for 2 workloads.
-    assert_eq!(report.runs.len(), 2 * 5 * 2 * 3 + 2 * 2 * 2);
+    // 2 spreads × 6 workloads × 2 concurrencies × (raw, service, wasm) + bare for 2 workloads.
+    assert_eq!(report.runs.len(), 2 * 6 * 2 * 3 + 2 * 2 * 2);
     for run in &report.runs {
         assert!(run.ops > 0, "{run:?}");
         assert_eq!(run.errors, 0, "{run:?}");
