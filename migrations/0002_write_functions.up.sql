@@ -186,17 +186,20 @@ DECLARE
     v_counters record;
     v_counted boolean := false;
     v_current_schema integer;
+    v_try_insert boolean;
+    v_order integer[];
 BEGIN
     -- The values were validated against p_schema_version; refuse if the namespace has moved on
     -- (a registration by another host process). Registration takes the same advisory lock, so
     -- a registration and a write of one namespace are ordered.
-    PERFORM pg_advisory_xact_lock_shared(
-        hashtextextended(p_tenant_id || '/' || p_install_id || '/' || p_namespace, 0));
-    SELECT max(s.version) INTO v_current_schema
-      FROM ext_storage_schemas s
-     WHERE s.tenant_id = p_tenant_id
-       AND s.extension_install_id = p_install_id
-       AND s.namespace = p_namespace;
+    SELECT (SELECT max(s.version)
+              FROM ext_storage_schemas s
+             WHERE s.tenant_id = p_tenant_id
+               AND s.extension_install_id = p_install_id
+               AND s.namespace = p_namespace)
+      INTO v_current_schema
+      FROM pg_advisory_xact_lock_shared(
+               hashtextextended(p_tenant_id || '/' || p_install_id || '/' || p_namespace, 0));
     IF v_current_schema IS DISTINCT FROM p_schema_version THEN
         RAISE EXCEPTION USING
             ERRCODE = 'AS412',
@@ -204,10 +207,36 @@ BEGIN
             DETAIL = json_build_object('current_version', v_current_schema)::text;
     END IF;
 
-    FOR v_i IN
-        SELECT t.ord FROM unnest(p_keys) WITH ORDINALITY AS t(k, ord) ORDER BY t.k COLLATE "C"
+    -- Items are written in key order (the lock order); a single item needs no sort.
+    IF v_count = 1 THEN
+        v_order := ARRAY[1];
+    ELSE
+        SELECT array_agg(t.ord::integer ORDER BY t.k COLLATE "C") INTO v_order
+          FROM unnest(p_keys) WITH ORDINALITY AS t(k, ord);
+    END IF;
+    FOREACH v_i IN ARRAY v_order
     LOOP
+        -- Create-only writes try the insert first: one statement when the key is new.
+        v_try_insert := p_pre_kinds[v_i] = 1;
         LOOP
+            IF v_try_insert THEN
+                INSERT INTO ext_storage_records AS r
+                    (tenant_id, extension_install_id, namespace, key, value, metadata, revision,
+                     schema_version, size_bytes, ttl_expires_at, created_at, updated_at)
+                VALUES
+                    (p_tenant_id, p_install_id, p_namespace, p_keys[v_i], p_values[v_i],
+                     p_metadata[v_i], 1, p_schema_version, p_sizes[v_i], p_expires_at[v_i],
+                     p_now, p_now)
+                ON CONFLICT DO NOTHING;
+                IF FOUND THEN
+                    v_revision := 1;
+                    v_created[v_i] := true;
+                    v_delta_keys := v_delta_keys + 1;
+                    v_delta_bytes := v_delta_bytes + p_sizes[v_i];
+                    EXIT;
+                END IF;
+            END IF;
+
             SELECT r.revision, r.size_bytes,
                    (r.ttl_expires_at IS NOT NULL AND r.ttl_expires_at <= p_now)
               INTO v_old_revision, v_old_size, v_old_expired
@@ -253,22 +282,9 @@ BEGIN
                 EXIT;
             END IF;
 
-            INSERT INTO ext_storage_records AS r
-                (tenant_id, extension_install_id, namespace, key, value, metadata, revision,
-                 schema_version, size_bytes, ttl_expires_at, created_at, updated_at)
-            VALUES
-                (p_tenant_id, p_install_id, p_namespace, p_keys[v_i], p_values[v_i],
-                 p_metadata[v_i], 1, p_schema_version, p_sizes[v_i], p_expires_at[v_i],
-                 p_now, p_now)
-            ON CONFLICT DO NOTHING;
-            IF FOUND THEN
-                v_revision := 1;
-                v_created[v_i] := true;
-                v_delta_keys := v_delta_keys + 1;
-                v_delta_bytes := v_delta_bytes + p_sizes[v_i];
-                EXIT;
-            END IF;
-            -- A concurrent writer inserted the key after our read: read it again, locked.
+            -- Absent: insert it. If a concurrent writer inserts it first, the insert does nothing
+            -- and the next round reads that record, locked.
+            v_try_insert := true;
         END LOOP;
 
         v_revisions[v_i] := v_revision;
@@ -280,12 +296,20 @@ BEGIN
              v_revision, p_sizes[v_i], p_request_id, p_now);
     END LOOP;
 
-    -- Opportunistic TTL cleanup: the space of expired records counts for this very write.
-    SELECT * INTO v_swept
-      FROM alga_storage_sweep(p_tenant_id, p_install_id, p_namespace, p_now, p_sweep_limit,
-                              p_extension_id, p_request_id);
-    v_delta_keys := v_delta_keys - v_swept.freed_keys;
-    v_delta_bytes := v_delta_bytes - v_swept.freed_bytes;
+    -- Opportunistic TTL cleanup: the space of expired records counts for this very write. The
+    -- probe (the first entry of the partial TTL index; its predicate is matched exactly, so even
+    -- a generic plan uses it) spares the call when nothing has expired, the usual case.
+    IF (SELECT min(r.ttl_expires_at) FROM ext_storage_records r
+         WHERE r.tenant_id = p_tenant_id
+           AND r.extension_install_id = p_install_id
+           AND r.namespace = p_namespace
+           AND r.ttl_expires_at IS NOT NULL) <= p_now THEN
+        SELECT * INTO v_swept
+          FROM alga_storage_sweep(p_tenant_id, p_install_id, p_namespace, p_now, p_sweep_limit,
+                                  p_extension_id, p_request_id);
+        v_delta_keys := v_delta_keys - v_swept.freed_keys;
+        v_delta_bytes := v_delta_bytes - v_swept.freed_bytes;
+    END IF;
 
     -- Same-size overwrites change no counter: skip the counter rows, which every other write
     -- of the install contends on.
@@ -380,11 +404,17 @@ BEGIN
              v_revision, v_size, p_request_id, p_now);
     END IF;
 
-    SELECT * INTO v_swept
-      FROM alga_storage_sweep(p_tenant_id, p_install_id, p_namespace, p_now, p_sweep_limit,
-                              p_extension_id, p_request_id);
-    v_delta_keys := v_delta_keys - v_swept.freed_keys;
-    v_delta_bytes := v_delta_bytes - v_swept.freed_bytes;
+    IF (SELECT min(r.ttl_expires_at) FROM ext_storage_records r
+         WHERE r.tenant_id = p_tenant_id
+           AND r.extension_install_id = p_install_id
+           AND r.namespace = p_namespace
+           AND r.ttl_expires_at IS NOT NULL) <= p_now THEN
+        SELECT * INTO v_swept
+          FROM alga_storage_sweep(p_tenant_id, p_install_id, p_namespace, p_now, p_sweep_limit,
+                                  p_extension_id, p_request_id);
+        v_delta_keys := v_delta_keys - v_swept.freed_keys;
+        v_delta_bytes := v_delta_bytes - v_swept.freed_bytes;
+    END IF;
     IF v_delta_keys <> 0 OR v_delta_bytes <> 0 THEN
         -- Only shrinks: no quota can trip, so the limits are unbounded here.
         PERFORM alga_storage_count(p_tenant_id, p_install_id, p_namespace, v_delta_keys,

@@ -455,7 +455,7 @@ async fn expired_records_are_never_returned_and_free_their_quota_once_touched() 
         },
     );
     let short = PutOptions {
-        ttl: Some(Duration::from_millis(150)),
+        ttl: Some(Duration::from_millis(600)),
         ..put_options()
     };
     for i in 0..5 {
@@ -475,7 +475,7 @@ async fn expired_records_are_never_returned_and_free_their_quota_once_touched() 
             ..
         }
     ));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
 
     // Before any cleanup: not returned by get, list or usage.
     assert!(service.get(&call, "ns", "k0").await.unwrap().is_none());
@@ -522,7 +522,7 @@ async fn sweeps_are_bounded_per_request() {
     let service = db.service();
     let call = granted("t", "i");
     let short = PutOptions {
-        ttl: Some(Duration::from_millis(50)),
+        ttl: Some(Duration::from_millis(1000)),
         ..put_options()
     };
     for chunk in 0..3 {
@@ -535,7 +535,7 @@ async fn sweeps_are_bounded_per_request() {
             .collect();
         service.bulk_put(&call, "ns", &items).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     service
         .put(&call, "ns", "live", "1", &put_options())
         .await
