@@ -148,3 +148,103 @@ async fn usage_and_counter_repair_commands() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn schema_and_manifest_commands() {
+    let db = TestDb::new().await;
+    let url = db.url.as_str();
+    let service = db.service();
+    let call = granted("t1", "i1");
+    service
+        .put(&call, "ns", "bad", r#"{"n":"x"}"#, &Default::default())
+        .await
+        .unwrap();
+
+    let dir = std::env::temp_dir().join(format!("alga-cli-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("schemas")).unwrap();
+    let schema = dir.join("schemas/n.json");
+    std::fs::write(&schema, r#"{"properties":{"n":{"type":"integer"}}}"#).unwrap();
+    let schema_path = schema.to_str().unwrap();
+    let install = ["--tenant", "t1", "--install", "i1", "--namespace", "ns"];
+    let register = [
+        &["--database-url", url, "schema", "register"][..],
+        &install,
+        &[schema_path],
+    ]
+    .concat();
+
+    // A dry run registers nothing.
+    alga(&[&register[..], &["--dry-run"]].concat())
+        .await
+        .unwrap();
+    assert!(service.schema(&call, "ns").await.unwrap().is_none());
+    alga(&register).await.unwrap();
+    assert_eq!(
+        service.schema(&call, "ns").await.unwrap().unwrap().version,
+        1
+    );
+    alga(&[&["--database-url", url, "schema", "show"][..], &install].concat())
+        .await
+        .unwrap();
+    let missing = [
+        &["--database-url", url, "schema", "register"][..],
+        &install,
+        &["/nope.json"],
+    ]
+    .concat();
+    assert!(format!("{:#}", alga(&missing).await.unwrap_err()).contains("cannot read"));
+
+    // A manifest whose schema rejects the stored record is refused, naming the field.
+    let manifest = dir.join("manifest.json");
+    std::fs::write(
+        &manifest,
+        r#"{"storage":{"namespaces":{"other":{"schema":"schemas/n.json"},
+            "ns":{"schema":"schemas/strict.json"}}}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("schemas/strict.json"),
+        r#"{"required":["n"],"properties":{"n":{"type":"integer","minimum":0}}}"#,
+    )
+    .unwrap();
+    let apply = [
+        "--database-url",
+        url,
+        "manifest",
+        "--tenant",
+        "t1",
+        "--install",
+        "i1",
+        manifest.to_str().unwrap(),
+    ];
+    let err = format!("{:#}", alga(&apply).await.unwrap_err());
+    assert!(
+        err.contains("storage.namespaces.ns.schema") && err.contains("\"bad\""),
+        "{err}"
+    );
+    assert!(
+        service.schema(&call, "other").await.unwrap().is_none(),
+        "a refused manifest changes nothing"
+    );
+    assert!(
+        service
+            .delete(&call, "ns", "bad", Default::default())
+            .await
+            .unwrap()
+    );
+    alga(&apply).await.unwrap();
+    assert_eq!(
+        service.schema(&call, "ns").await.unwrap().unwrap().version,
+        2
+    );
+    assert_eq!(
+        service
+            .schema(&call, "other")
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        1
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
