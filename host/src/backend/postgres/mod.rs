@@ -10,6 +10,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use crate::backend::{
@@ -282,42 +283,23 @@ impl Backend for PgBackend {
             .prepare_cached(&self.list_sql[variant])
             .await
             .map_err(query_error)?;
-        let rows = match query.until {
-            Some(until) => {
-                client
-                    .query(
-                        &statement,
-                        &[
-                            &ctx.tenant_id,
-                            &ctx.install_id,
-                            &query.namespace,
-                            &after,
-                            &from,
-                            &query.now,
-                            &until,
-                            &limit,
-                        ],
-                    )
-                    .await
-            }
-            None => {
-                client
-                    .query(
-                        &statement,
-                        &[
-                            &ctx.tenant_id,
-                            &ctx.install_id,
-                            &query.namespace,
-                            &after,
-                            &from,
-                            &query.now,
-                            &limit,
-                        ],
-                    )
-                    .await
-            }
+        // The bounded variants take the upper bound as $7 and the limit as $8.
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+            &ctx.tenant_id,
+            &ctx.install_id,
+            &query.namespace,
+            &after,
+            &from,
+            &query.now,
+        ];
+        if let Some(until) = &query.until {
+            params.push(until);
         }
-        .map_err(query_error)?;
+        params.push(&limit);
+        let rows = client
+            .query(&statement, &params)
+            .await
+            .map_err(query_error)?;
         rows.into_iter().map(record).collect()
     }
 
