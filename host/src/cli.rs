@@ -3,15 +3,19 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow};
+use axum::http::HeaderValue;
 use clap::{Parser, Subcommand};
 use tokio_postgres::NoTls;
 
 use crate::backend::DriftScope;
 use crate::backend::postgres::{DEFAULT_POOL_SIZE, PgBackend, migrate};
+use crate::http::auth::{TokenClaims, TokenKey, TokenVerifier};
+use crate::http::{API_BASE, Gateway, GatewayConfig};
 use crate::wasm::command::{CommandRunner, RunOptions};
-use crate::{CallContext, STORAGE_CAPABILITY, StorageService};
+use crate::{CallContext, STORAGE_CAPABILITY, STORAGE_READ_CAPABILITY, StorageService};
 
 /// Durable, multi-tenant storage for platform extensions.
 #[derive(Debug, Parser)]
@@ -63,6 +67,10 @@ enum Command {
         #[command(subcommand)]
         action: SchemaAction,
     },
+    /// Serve the REST gateway for extension iframes (PostgreSQL from --database-url).
+    Serve(ServeArgs),
+    /// Mint a session token for local development (the platform mints them in production).
+    Token(TokenArgs),
     /// Apply the storage section of an extension manifest (on install or upgrade).
     Manifest {
         #[command(flatten)]
@@ -108,6 +116,73 @@ struct InstallArgs {
     install: String,
 }
 
+/// Token keys: `ID=BASE64URL-SECRET`, comma-separated; the first one signs minted tokens, all
+/// of them verify (rotation: add the new key, switch minting to it, drop the old one later).
+#[derive(Debug, clap::Args)]
+struct KeyArgs {
+    /// Signing/verification keys, `ID=BASE64URL-SECRET` (at least 32 bytes each).
+    #[arg(
+        long = "token-key",
+        env = "ALGA_STORAGE_TOKEN_KEYS",
+        value_delimiter = ',',
+        required = true
+    )]
+    token_keys: Vec<String>,
+    /// The audience tokens are minted for and must carry.
+    #[arg(long, default_value = "alga-storage")]
+    audience: String,
+}
+
+impl KeyArgs {
+    fn keys(&self) -> anyhow::Result<Vec<TokenKey>> {
+        self.token_keys
+            .iter()
+            .map(|text| TokenKey::parse(text).map_err(|e| anyhow!(e)))
+            .collect()
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// An origin allowed to call from a browser (repeatable), e.g. https://app.example.com.
+    #[arg(long = "allow-origin")]
+    allow_origins: Vec<String>,
+    /// Apply pending migrations first.
+    #[arg(long)]
+    migrate: bool,
+    /// Database connections in the pool.
+    #[arg(long, default_value_t = DEFAULT_POOL_SIZE)]
+    pool_size: usize,
+}
+
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    #[command(flatten)]
+    keys: KeyArgs,
+    #[command(flatten)]
+    install: InstallArgs,
+    /// The extension of the install (defaults to the install id).
+    #[arg(long)]
+    extension: Option<String>,
+    /// The user the session acts for (recorded in audit rows).
+    #[arg(long, default_value = "dev-user")]
+    actor: String,
+    /// Grant read-only access (`alga.storage.read`) instead of `alga.storage`.
+    #[arg(long, conflicts_with = "no_grant")]
+    read_only: bool,
+    /// Grant no storage capability (every call is refused with 403).
+    #[arg(long)]
+    no_grant: bool,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 900)]
+    ttl_secs: u64,
+}
+
 #[derive(Debug, Subcommand)]
 enum CountersAction {
     /// Report counters that differ from what the install's records give.
@@ -149,6 +224,11 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Migrate { action } => migrate_command(&database_url()?, action).await,
+        Command::Serve(args) => serve_command(&database_url()?, args).await,
+        Command::Token(args) => {
+            println!("{}", mint_token(&args, SystemTime::now())?);
+            Ok(())
+        }
         Command::Run {
             component,
             tenant,
@@ -303,6 +383,62 @@ async fn schema_command(service: &StorageService, action: SchemaAction) -> anyho
     Ok(())
 }
 
+async fn serve_command(url: &str, args: ServeArgs) -> anyhow::Result<()> {
+    if args.migrate {
+        migrate_command(url, MigrateAction::Up).await?;
+    }
+    let backend = PgBackend::connect(url, args.pool_size)?;
+    let service = StorageService::new(Arc::new(backend));
+    let verifier = TokenVerifier::new(args.keys.keys()?, &args.keys.audience);
+    let mut config = GatewayConfig::new(verifier);
+    for origin in &args.allow_origins {
+        HeaderValue::from_str(origin).with_context(|| format!("bad origin {origin:?}"))?;
+        config = config.allow_origin(origin);
+    }
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    println!(
+        "alga-storage gateway on http://{}{API_BASE}",
+        listener.local_addr()?
+    );
+    axum::serve(listener, Gateway::new(service, config).router())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+/// A development token for the install of `args`, valid from `now`.
+fn mint_token(args: &TokenArgs, now: SystemTime) -> anyhow::Result<String> {
+    let keys = args.keys.keys()?;
+    let key = keys.first().context("no token key given")?;
+    let iat = now.duration_since(UNIX_EPOCH)?.as_secs();
+    let caps = if args.no_grant {
+        Default::default()
+    } else if args.read_only {
+        [STORAGE_READ_CAPABILITY.to_owned()].into()
+    } else {
+        [STORAGE_CAPABILITY.to_owned()].into()
+    };
+    let claims = TokenClaims {
+        aud: args.keys.audience.clone(),
+        sub: args.actor.clone(),
+        tenant: args.install.tenant.clone(),
+        install: args.install.install.clone(),
+        extension: args
+            .extension
+            .clone()
+            .unwrap_or_else(|| args.install.install.clone()),
+        caps,
+        iat,
+        exp: iat + args.ttl_secs,
+        nbf: None,
+    };
+    Ok(key.mint(&claims))
+}
+
 fn connect_service(url: &str) -> anyhow::Result<StorageService> {
     let backend = PgBackend::connect(url, 2)?;
     Ok(StorageService::new(Arc::new(backend)))
@@ -347,4 +483,85 @@ async fn migrate_command(url: &str, action: MigrateAction) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    use super::*;
+
+    fn token_args(extra: &[&str]) -> Result<TokenArgs, clap::Error> {
+        let key = format!("dev={}", URL_SAFE_NO_PAD.encode([5u8; 32]));
+        let mut args = vec![
+            "alga-storage",
+            "token",
+            "--token-key",
+            &key,
+            "--tenant",
+            "t1",
+        ];
+        args.extend_from_slice(&["--install", "i1"]);
+        args.extend_from_slice(extra);
+        match Cli::try_parse_from(args)?.command {
+            Command::Token(args) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn token_command_mints_what_the_gateway_verifies() {
+        let now = SystemTime::now();
+        let verifier = |args: &TokenArgs| {
+            TokenVerifier::new(args.keys.keys().unwrap(), &args.keys.audience)
+                .verify(&mint_token(args, now).unwrap(), now)
+                .unwrap()
+        };
+        let full = verifier(&token_args(&[]).unwrap());
+        assert_eq!((full.tenant.as_str(), full.install.as_str()), ("t1", "i1"));
+        assert_eq!(full.extension, "i1");
+        assert_eq!(full.caps, [STORAGE_CAPABILITY.to_owned()].into());
+        assert_eq!(full.exp - full.iat, 900);
+
+        let read = verifier(&token_args(&["--read-only", "--actor", "u9"]).unwrap());
+        assert_eq!(read.caps, [STORAGE_READ_CAPABILITY.to_owned()].into());
+        assert_eq!(read.sub, "u9");
+        assert!(
+            verifier(&token_args(&["--no-grant"]).unwrap())
+                .caps
+                .is_empty()
+        );
+
+        assert!(token_args(&["--no-grant", "--read-only"]).is_err());
+        let long = token_args(&["--ttl-secs", "7200"]).unwrap();
+        let refused = TokenVerifier::new(long.keys.keys().unwrap(), "alga-storage")
+            .verify(&mint_token(&long, now).unwrap(), now);
+        assert!(
+            refused.is_err(),
+            "the gateway refuses tokens living over an hour"
+        );
+    }
+
+    #[test]
+    fn short_or_malformed_keys_are_refused() {
+        let args = Cli::try_parse_from([
+            "alga-storage",
+            "token",
+            "--token-key",
+            "dev=c2hvcnQ",
+            "--tenant",
+            "t",
+            "--install",
+            "i",
+        ])
+        .unwrap();
+        let Command::Token(args) = args.command else {
+            panic!("token command")
+        };
+        let error = mint_token(&args, SystemTime::now())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("at least 32 bytes"), "{error}");
+    }
 }

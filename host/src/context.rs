@@ -7,6 +7,10 @@ use crate::limits::Limits;
 /// The capability an install needs for any storage call.
 pub const STORAGE_CAPABILITY: &str = "alga.storage";
 
+/// The capability that allows reads only (for users whose role lets them view, not edit).
+/// Writes with it alone are refused with `capability-denied`.
+pub const STORAGE_READ_CAPABILITY: &str = "alga.storage.read";
+
 /// The caller of a storage operation. Built by the embedder (the Runner's per-instance state or
 /// the gateway's verified token), never from guest input: it is what scopes every query.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,6 +24,7 @@ pub mod backend;
 pub mod cli;
 pub mod context;
 pub mod error;
+pub mod http;
 pub mod limits;
 pub mod manifest;
 pub mod model;
@@ -32,7 +33,7 @@ pub mod schema;
 pub mod service;
 pub mod wasm;
 
-pub use context::{CallContext, STORAGE_CAPABILITY};
+pub use context::{CallContext, STORAGE_CAPABILITY, STORAGE_READ_CAPABILITY};
 pub use error::{BulkError, Quota, StorageError, Violation};
 pub use limits::Limits;
 pub use service::StorageService;

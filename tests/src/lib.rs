@@ -11,6 +11,8 @@ use alga_storage::wasm::command::{CommandRunner, RunOptions, RunOutcome};
 use alga_storage::{CallContext, STORAGE_CAPABILITY, StorageService};
 use tokio_postgres::{Client, NoTls};
 
+pub mod gateway;
+
 include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
 
 /// A database created for one test, migrated, and dropped when the value is dropped (also when

@@ -282,3 +282,31 @@ async fn store_schema_pinned() {
     let outcome = run_fixture_as(service, STORE_SCHEMA_PINNED, call, &[]).await;
     assert_success("store_schema_pinned", &outcome);
 }
+
+#[tokio::test]
+async fn store_interop() {
+    // The wasm side alone: what one run writes, another run reads identically. The REST side
+    // of the same check is in `http_gateway.rs` and the browser test.
+    let db = TestDb::new().await;
+    let env = [
+        ("ALGA_KEY", "k/ü 1"),
+        (
+            "ALGA_VALUE",
+            r#"{"text":"héllo ✓","n":[1,2.5,null],"deep":{"a":{"b":true}}}"#,
+        ),
+        ("ALGA_METADATA", r#"{"by":"wasm"}"#),
+    ];
+    for mode in ["write", "read"] {
+        let mut env = env.to_vec();
+        env.push(("ALGA_MODE", mode));
+        let outcome = run_fixture_as(
+            db.service(),
+            STORE_INTEROP,
+            granted("tenant-a", "install-1"),
+            &env,
+        )
+        .await;
+        assert_success("store_interop", &outcome);
+        assert_eq!(outcome.stdout.trim(), "revision 1");
+    }
+}

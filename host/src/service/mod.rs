@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::backend::{Backend, CounterChange, CounterDrift, ListQuery, WriteBatch, WriteItem};
-use crate::context::{CallContext, STORAGE_CAPABILITY};
+use crate::context::{CallContext, STORAGE_CAPABILITY, STORAGE_READ_CAPABILITY};
 use crate::error::{BulkError, Quota, StorageError};
 use crate::limits::{DEFAULT_PAGE_SIZE, Limits, TTL_SWEEP_BATCH};
 use crate::model::{
@@ -88,7 +88,7 @@ impl StorageService {
         namespace: &str,
         key: &str,
     ) -> Result<Option<Record>, StorageError> {
-        authorize(ctx)?;
+        authorize(ctx, Access::Read)?;
         validate::namespace(namespace)?;
         validate::key(key, self.limits_for(ctx).max_key_bytes)?;
         self.backend
@@ -106,7 +106,7 @@ impl StorageService {
         value: &str,
         options: &PutOptions,
     ) -> Result<WriteResult, StorageError> {
-        authorize(ctx)?;
+        authorize(ctx, Access::Write)?;
         validate::namespace(namespace)?;
         let limits = self.limits_for(ctx);
         let now = SystemTime::now();
@@ -136,7 +136,7 @@ impl StorageService {
         namespace: &str,
         items: &[PutItem],
     ) -> Result<Vec<WriteResult>, BulkError> {
-        authorize(ctx).map_err(BulkError::whole)?;
+        authorize(ctx, Access::Write).map_err(BulkError::whole)?;
         validate::namespace(namespace).map_err(BulkError::whole)?;
         let limits = self.limits_for(ctx);
         if items.is_empty() {
@@ -299,7 +299,7 @@ impl StorageService {
         key: &str,
         precondition: Precondition,
     ) -> Result<bool, StorageError> {
-        authorize(ctx)?;
+        authorize(ctx, Access::Write)?;
         validate::namespace(namespace)?;
         validate::key(key, self.limits_for(ctx).max_key_bytes)?;
         self.backend
@@ -322,7 +322,7 @@ impl StorageService {
         namespace: &str,
         options: &ListOptions,
     ) -> Result<ListPage, StorageError> {
-        authorize(ctx)?;
+        authorize(ctx, Access::Read)?;
         self.list_page(ctx, namespace, options).await
     }
 
@@ -374,7 +374,7 @@ impl StorageService {
     /// The install's usage against its quotas.
     #[tracing::instrument(name = "storage.usage", skip_all, fields(tenant = %ctx.tenant_id, install = %ctx.install_id))]
     pub async fn usage(&self, ctx: &CallContext) -> Result<Usage, StorageError> {
-        authorize(ctx)?;
+        authorize(ctx, Access::Read)?;
         let quotas = self.limits_for(ctx);
         let counters = self.backend.usage(ctx, SystemTime::now()).await?;
         let total: u64 = counters.iter().map(|c| c.bytes).sum();
@@ -423,15 +423,32 @@ impl StorageService {
     }
 }
 
-/// Refuses installs without the storage grant, before any query is sent.
-fn authorize(ctx: &CallContext) -> Result<(), StorageError> {
+/// What a call does with the install's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Reads only: allowed with the full or the read-only grant.
+    Read,
+    /// Mutates: allowed with the full grant only.
+    Write,
+}
+
+/// Refuses calls the context's grants do not cover, before any query is sent.
+pub(crate) fn authorize(ctx: &CallContext, access: Access) -> Result<(), StorageError> {
     if ctx.has_grant(STORAGE_CAPABILITY) {
-        Ok(())
-    } else {
-        Err(StorageError::CapabilityDenied(format!(
+        return Ok(());
+    }
+    match access {
+        Access::Read if ctx.has_grant(STORAGE_READ_CAPABILITY) => Ok(()),
+        Access::Write if ctx.has_grant(STORAGE_READ_CAPABILITY) => {
+            Err(StorageError::CapabilityDenied(format!(
+                "install {:?} has read-only access ({STORAGE_READ_CAPABILITY}); writes need {STORAGE_CAPABILITY}",
+                ctx.install_id
+            )))
+        }
+        _ => Err(StorageError::CapabilityDenied(format!(
             "install {:?} is not granted {STORAGE_CAPABILITY}",
             ctx.install_id
-        )))
+        ))),
     }
 }
 

@@ -1,0 +1,168 @@
+//! The REST gateway for iframe UIs: the WIT contract over HTTP, with the same semantics because
+//! every route calls the one [`StorageService`]. A route only translates: token → context,
+//! headers and JSON → service arguments, outcome → status and body.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use alga_storage::backend::postgres::PgBackend;
+//! use alga_storage::http::{Gateway, GatewayConfig};
+//! use alga_storage::http::auth::{TokenKey, TokenVerifier};
+//! use alga_storage::StorageService;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let service = StorageService::new(Arc::new(PgBackend::connect("postgres://localhost/alga", 16)?));
+//! let key = TokenKey::new("2026-11", vec![0u8; 32])?;
+//! let config = GatewayConfig::new(TokenVerifier::new(vec![key], "alga-storage"))
+//!     .allow_origin("https://app.example.com");
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, Gateway::new(service, config).router()).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod auth;
+mod extract;
+pub mod openapi;
+pub mod problem;
+mod routes;
+pub mod wire;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tracing::Instrument;
+
+use crate::service::StorageService;
+use auth::TokenVerifier;
+use problem::ApiError;
+
+/// Where the API lives.
+pub const API_BASE: &str = "/api/ext-storage/v1";
+
+/// The header carrying the request id, taken from the caller or generated.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Longest accepted caller-supplied request id; longer ones are replaced.
+const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// The gateway's settings.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    verifier: TokenVerifier,
+    allowed_origins: Vec<HeaderValue>,
+}
+
+impl GatewayConfig {
+    /// Settings verifying tokens with `verifier`, with no cross-origin access allowed.
+    pub fn new(verifier: TokenVerifier) -> Self {
+        Self {
+            verifier,
+            allowed_origins: Vec::new(),
+        }
+    }
+
+    /// Allows browser calls from `origin` (e.g. `https://app.example.com`), the platform's
+    /// origins that serve extension iframes.
+    ///
+    /// # Panics
+    /// When `origin` is not a valid header value.
+    pub fn allow_origin(mut self, origin: &str) -> Self {
+        self.allowed_origins
+            .push(HeaderValue::from_str(origin).expect("an origin is a valid header value"));
+        self
+    }
+}
+
+/// The gateway: a [`StorageService`] and the settings, turned into an axum [`Router`].
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    service: StorageService,
+    config: GatewayConfig,
+}
+
+impl Gateway {
+    /// A gateway over `service`.
+    pub fn new(service: StorageService, config: GatewayConfig) -> Self {
+        Self { service, config }
+    }
+
+    /// The routes under [`API_BASE`], `GET /api/ext-storage/v1/openapi.json`, CORS and request
+    /// ids. Merge it into the embedder's router or serve it alone.
+    pub fn router(self) -> Router {
+        let cors = CorsLayer::new()
+            .allow_origin(AllowOrigin::list(self.config.allowed_origins.clone()))
+            .allow_methods([Method::GET, Method::PUT, Method::POST, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_MATCH,
+                header::IF_NONE_MATCH,
+                HeaderName::from_static(REQUEST_ID_HEADER),
+            ])
+            .expose_headers([
+                header::ETAG,
+                header::RETRY_AFTER,
+                HeaderName::from_static(REQUEST_ID_HEADER),
+            ]);
+        let api = routes::api(Arc::new(self));
+        Router::new()
+            .nest(API_BASE, api)
+            .fallback(no_route)
+            .layer(cors)
+            .layer(middleware::from_fn(request_id))
+    }
+}
+
+/// State of every route.
+type Shared = Arc<Gateway>;
+
+/// The request id of one request, for the handlers (audit rows) and logs.
+#[derive(Debug, Clone)]
+struct RequestId(String);
+
+/// Takes the caller's request id (or makes one), runs the request in a span carrying it, and
+/// echoes it in the response.
+async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_BYTES)
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!(
+        "http.request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+        status = tracing::field::Empty,
+        tenant = tracing::field::Empty,
+        install = tracing::field::Empty,
+    );
+    let mut response = next.run(request).instrument(span.clone()).await;
+    span.record("status", response.status().as_u16());
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+async fn no_route(request: Request) -> ApiError {
+    ApiError::NoRoute {
+        status: StatusCode::NOT_FOUND,
+        message: format!("no route {} {}", request.method(), request.uri().path()),
+    }
+}
+
+async fn openapi_document(State(_): State<Shared>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi::document().to_string(),
+    )
+        .into_response()
+}

@@ -1,0 +1,56 @@
+//! The TypeScript iframe SDK's tests (`guest-sdk/iframe/test`, node's test runner) against a real
+//! gateway over PostgreSQL. The README's test command installs node packages and builds the SDK
+//! first.
+
+use alga_storage_tests::gateway::{AUDIENCE, KEY_ID, KEY_SECRET, TestGateway};
+use alga_storage_tests::*;
+use base64::Engine;
+
+/// `guest-sdk/iframe`, checked to be built.
+pub fn sdk_dir() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/iframe");
+    assert!(
+        dir.join("dist/index.js").exists() && dir.join("node_modules").exists(),
+        "the iframe SDK is not built: run scripts/test.sh (or `npm ci && npm run build` in {})",
+        dir.display()
+    );
+    dir
+}
+
+#[tokio::test]
+async fn node_tests_pass_against_the_gateway() {
+    let dir = sdk_dir();
+    let db = TestDb::new().await;
+    let service = db.service();
+    service
+        .register_schema(
+            &granted("node-tenant", "install-typed"),
+            "typed",
+            r#"{"type":"object","required":["n"],"properties":{"n":{"type":"integer"}}}"#,
+        )
+        .await
+        .unwrap();
+    let gw = TestGateway::start(service, &[]).await;
+    let output = tokio::process::Command::new("node")
+        .args(["--test", "--test-reporter=spec", "test/client.test.mjs"])
+        .current_dir(&dir)
+        .env("ALGA_GATEWAY_URL", &gw.base)
+        .env("ALGA_TOKEN_KEY_ID", KEY_ID)
+        .env(
+            "ALGA_TOKEN_KEY_SECRET",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(KEY_SECRET),
+        )
+        .env("ALGA_AUDIENCE", AUDIENCE)
+        .env("ALGA_TYPED_INSTALL", "install-typed")
+        .output()
+        .await
+        .expect("node runs (installed by scripts/test.sh)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "node tests failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("ℹ fail 0"), "{stdout}");
+}
