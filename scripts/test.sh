@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Runs every test on a fresh machine: installs the wasm target, node packages and Chromium,
+# Runs every test on a fresh machine: installs the wasm target, node packages, Chromium and
+# promtool,
 # starts a throwaway PostgreSQL unless DATABASE_URL is set, builds the guest fixtures
 # (tests/build.rs) and the iframe SDK, and runs the suites (Rust, node, browser).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2 >/dev/null
-scripts/install-browser-deps.sh
+scripts/install-test-deps.sh
 if [ -z "${DATABASE_URL:-}" ]; then
     source scripts/throwaway-postgres.sh
 fi

@@ -4,6 +4,7 @@
 
 pub mod raw;
 pub mod report;
+pub mod rest;
 pub mod run;
 pub mod scaling;
 pub mod target;
@@ -68,7 +69,7 @@ pub async fn run_suite(config: &Config, progress: impl Fn(&str)) -> anyhow::Resu
         preload(&db, &installs).await?;
         let mut targets = Vec::new();
         for &path in &paths_with_raw(config) {
-            let target = Target::new(path, &db.url, max_concurrency.max(2))?;
+            let target = Target::new(path, &db.url, max_concurrency.max(2)).await?;
             targets.push((path, Arc::new(with_unbounded_quotas(target))));
         }
         for &workload in &config.workloads {
@@ -128,9 +129,9 @@ fn paths_with_raw(config: &Config) -> Vec<PathKind> {
 /// checks still run on every write).
 fn with_unbounded_quotas(target: Target) -> Target {
     match target {
-        Target::Service(service) => {
-            Target::Service(service.with_limits(Limits::CONTRACT, Limits::CONTRACT))
-        }
+        Target::Service(service) => Target::Service(Box::new(
+            service.with_limits(Limits::CONTRACT, Limits::CONTRACT),
+        )),
         other => other,
     }
 }

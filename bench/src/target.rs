@@ -1,5 +1,6 @@
-//! The paths an operation can take: the storage service, a guest component in wasmtime, and
-//! hand-written SQL (the raw baseline, and the bare upsert without counters or audit).
+//! The paths an operation can take: the storage service, a guest component in wasmtime, the
+//! REST gateway over loopback HTTP, and hand-written SQL (the raw baseline, and the bare upsert
+//! without counters or audit).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -7,7 +8,7 @@ use std::time::SystemTime;
 use alga_storage::backend::postgres::PgBackend;
 use alga_storage::model::{ListOptions, Precondition, PutOptions};
 use alga_storage::wasm::command::{CommandRunner, PreparedCommand, RunOptions};
-use alga_storage::{CallContext, STORAGE_CAPABILITY, StorageService};
+use alga_storage::{CallContext, Limits, STORAGE_CAPABILITY, StorageService};
 use deadpool_postgres::Pool;
 use serde::Serialize;
 
@@ -19,6 +20,8 @@ pub enum PathKind {
     Service,
     /// A guest component instantiated per operation (from `InstancePre`, pooling allocator).
     Wasm,
+    /// The REST gateway over loopback HTTP, as an iframe calls it (one keep-alive client).
+    Rest,
     /// tokio-postgres executing the minimal SQL doing the same durable work by hand.
     Raw,
     /// One upsert statement: no precondition, counters or audit (reference only).
@@ -42,9 +45,11 @@ pub struct Request<'a> {
 /// Executes operations over one path.
 pub enum Target {
     /// Through the service.
-    Service(StorageService),
+    Service(Box<StorageService>),
     /// Through a guest component.
     Wasm(Box<(CommandRunner, PreparedCommand)>),
+    /// The REST gateway.
+    Rest(Box<crate::rest::RestTarget>),
     /// Hand-written SQL.
     Raw(Pool),
     /// One upsert statement.
@@ -60,10 +65,10 @@ pub fn call(install: &str) -> CallContext {
 
 impl Target {
     /// Builds the target for `kind` over `url` with `pool_size` connections.
-    pub fn new(kind: PathKind, url: &str, pool_size: usize) -> anyhow::Result<Self> {
+    pub async fn new(kind: PathKind, url: &str, pool_size: usize) -> anyhow::Result<Self> {
         let backend = PgBackend::connect(url, pool_size)?;
         Ok(match kind {
-            PathKind::Service => Target::Service(StorageService::new(Arc::new(backend))),
+            PathKind::Service => Target::Service(Box::new(StorageService::new(Arc::new(backend)))),
             PathKind::Wasm => {
                 let service = StorageService::new(Arc::new(backend));
                 let runner = CommandRunner::pooled(service, 256).map_err(wasm_error)?;
@@ -71,6 +76,11 @@ impl Target {
                 let component = runner.compile(&bytes).map_err(wasm_error)?;
                 let prepared = runner.prepare(&component).map_err(wasm_error)?;
                 Target::Wasm(Box::new((runner, prepared)))
+            }
+            PathKind::Rest => {
+                let service = StorageService::new(Arc::new(backend))
+                    .with_limits(Limits::CONTRACT, Limits::CONTRACT);
+                Target::Rest(Box::new(crate::rest::RestTarget::start(service).await?))
             }
             PathKind::Raw => Target::Raw(backend.pool().clone()),
             PathKind::Bare => Target::Bare(backend.pool().clone()),
@@ -105,6 +115,7 @@ impl Target {
                 all.extend(args.into_iter().skip(1));
                 run_wasm(wasm, req.install, all).await?;
             }
+            Target::Rest(rest) => rest.put(req).await?,
             Target::Raw(pool) => crate::raw::write(pool, req).await?,
             Target::Bare(pool) => crate::raw::bare_upsert(pool, req).await?,
         }
@@ -124,6 +135,7 @@ impl Target {
                 let args = vec!["get".into(), req.namespace.into(), req.key.into()];
                 run_wasm(wasm, req.install, args).await?;
             }
+            Target::Rest(rest) => rest.get(req).await?,
             Target::Raw(pool) | Target::Bare(pool) => crate::raw::get(pool, req).await?,
         }
         Ok(())
@@ -146,6 +158,7 @@ impl Target {
                 let args = vec!["list".into(), req.namespace.into(), "-".into()];
                 run_wasm(wasm, req.install, args).await?;
             }
+            Target::Rest(rest) => rest.list(req).await?,
             Target::Raw(pool) | Target::Bare(pool) => crate::raw::list(pool, req).await?,
         }
         Ok(())

@@ -14,7 +14,12 @@ async fn every_configuration_runs_without_errors() {
         duration: Duration::from_millis(150),
         concurrency: vec![1, 4],
         installs: 5,
-        paths: vec![PathKind::Bare, PathKind::Service, PathKind::Wasm],
+        paths: vec![
+            PathKind::Bare,
+            PathKind::Service,
+            PathKind::Wasm,
+            PathKind::Rest,
+        ],
         workloads: vec![
             Workload::Insert,
             Workload::Update,
@@ -28,8 +33,9 @@ async fn every_configuration_runs_without_errors() {
         instantiations: 20,
     };
     let report = run_suite(&config, |_| {}).await.unwrap();
-    // 2 spreads × 6 workloads × 2 concurrencies × (raw, service, wasm) + bare for 2 workloads.
-    assert_eq!(report.runs.len(), 2 * 6 * 2 * 3 + 2 * 2 * 2);
+    // 2 spreads × 6 workloads × 2 concurrencies × (raw, service, wasm, rest) + bare for 2
+    // workloads.
+    assert_eq!(report.runs.len(), 2 * 6 * 2 * 4 + 2 * 2 * 2);
     for run in &report.runs {
         assert!(run.ops > 0, "{run:?}");
         assert_eq!(run.errors, 0, "{run:?}");

@@ -402,11 +402,10 @@ async fn serve_command(url: &str, args: ServeArgs) -> anyhow::Result<()> {
         "alga-storage gateway on http://{}{API_BASE}",
         listener.local_addr()?
     );
-    axum::serve(listener, Gateway::new(service, config).router())
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    crate::http::serve(listener, Gateway::new(service, config).router(), shutdown).await?;
     Ok(())
 }
 

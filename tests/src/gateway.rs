@@ -60,7 +60,9 @@ impl TestGateway {
         let addr = listener.local_addr().unwrap();
         let router = make(addr);
         let server = tokio::spawn(async move {
-            axum::serve(listener, router).await.expect("serve");
+            alga_storage::http::serve(listener, router, std::future::pending())
+                .await
+                .expect("serve");
         });
         Self {
             addr,

@@ -58,6 +58,19 @@ pub struct StoredSchema {
     pub document: String,
 }
 
+/// A connection pool's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Most connections the pool opens.
+    pub max_size: usize,
+    /// Connections open.
+    pub size: usize,
+    /// Connections open and idle.
+    pub available: usize,
+    /// Callers waiting for a connection.
+    pub waiting: usize,
+}
+
 /// How a write moved the install's counters (after the write, and by how much).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CounterChange {
@@ -210,4 +223,9 @@ pub trait Backend: Send + Sync + 'static {
         apply: bool,
         now: SystemTime,
     ) -> Result<Vec<CounterDrift>, StorageError>;
+
+    /// The connection pool's state, for metrics; `None` when the backend has no pool.
+    fn pool_status(&self) -> Option<PoolStatus> {
+        None
+    }
 }

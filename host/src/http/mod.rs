@@ -15,7 +15,8 @@
 //! let config = GatewayConfig::new(TokenVerifier::new(vec![key], "alga-storage"))
 //!     .allow_origin("https://app.example.com");
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! axum::serve(listener, Gateway::new(service, config).router()).await?;
+//! let shutdown = async { let _ = tokio::signal::ctrl_c().await; };
+//! alga_storage::http::serve(listener, Gateway::new(service, config).router(), shutdown).await?;
 //! # Ok(()) }
 //! ```
 
@@ -90,7 +91,8 @@ impl Gateway {
         Self { service, config }
     }
 
-    /// The routes under [`API_BASE`], `GET /api/ext-storage/v1/openapi.json`, CORS and request
+    /// The routes under [`API_BASE`] (with the OpenAPI document at `openapi.json`), `GET
+    /// /metrics` (Prometheus; keep it off the public network), `GET /healthz`, CORS and request
     /// ids. Merge it into the embedder's router or serve it alone.
     pub fn router(self) -> Router {
         let cors = CorsLayer::new()
@@ -108,13 +110,34 @@ impl Gateway {
                 header::RETRY_AFTER,
                 HeaderName::from_static(REQUEST_ID_HEADER),
             ]);
-        let api = routes::api(Arc::new(self));
+        let shared = Arc::new(self);
+        let api = routes::api(shared.clone());
         Router::new()
             .nest(API_BASE, api)
+            .route("/metrics", axum::routing::get(metrics).with_state(shared))
+            .route("/healthz", axum::routing::get(|| async { "ok" }))
             .fallback(no_route)
             .layer(cors)
             .layer(middleware::from_fn(request_id))
     }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, with `TCP_NODELAY` on every
+/// connection so small responses are not held back waiting for the peer's ACK.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY not set");
+        }
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// State of every route.
@@ -157,6 +180,17 @@ async fn no_route(request: Request) -> ApiError {
         status: StatusCode::NOT_FOUND,
         message: format!("no route {} {}", request.method(), request.uri().path()),
     }
+}
+
+async fn metrics(State(gateway): State<Shared>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        gateway.service.metrics().encode(),
+    )
+        .into_response()
 }
 
 async fn openapi_document(State(_): State<Shared>) -> Response {

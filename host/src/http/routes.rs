@@ -13,7 +13,8 @@ use axum::{Extension, Json, Router};
 use super::extract::{BodyLimit, Caller, JsonBody, etag, precondition};
 use super::problem::ApiError;
 use super::wire::{
-    BulkBody, BulkWritten, Deleted, Entry, InstallUsage, ListParams, Page, PutBody, Schema, Written,
+    BulkBody, BulkWritten, Deleted, InstallUsage, JsonText, ListParams, PutBody, Schema, Written,
+    entry_json, page_json,
 };
 use super::{Shared, openapi_document};
 use crate::error::{BulkError, StorageError};
@@ -158,11 +159,10 @@ async fn get_record(
         .get(&ctx, &namespace, &key)
         .await?
         .ok_or_else(|| StorageError::NotFound(format!("no record {key:?} in {namespace:?}")))?;
-    let revision = record.revision;
     Ok(with_etag(
         StatusCode::OK,
-        revision,
-        Json(Entry::from_record(record)?),
+        record.revision,
+        JsonText(entry_json(&record)),
     ))
 }
 
@@ -210,7 +210,7 @@ async fn list_records(
     Caller(ctx): Caller,
     path: NamespaceOnly,
     query: Result<Query<ListParams>, QueryRejection>,
-) -> Result<Json<Page>, ApiError> {
+) -> Result<JsonText, ApiError> {
     let namespace = path_value(path)?;
     let Query(params) = query.map_err(|rejection| StorageError::InvalidInput {
         field: "query",
@@ -223,14 +223,7 @@ async fn list_records(
         keys_only: params.keys_only,
     };
     let page = gateway.service.list(&ctx, &namespace, &options).await?;
-    Ok(Json(Page {
-        entries: page
-            .entries
-            .into_iter()
-            .map(Entry::from_record)
-            .collect::<Result<_, _>>()?,
-        next_cursor: page.next_cursor,
-    }))
+    Ok(JsonText(page_json(&page)))
 }
 
 async fn bulk_put(

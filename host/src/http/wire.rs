@@ -1,13 +1,14 @@
 //! The JSON shapes of the REST API: camelCase mirrors of the WIT records. Values and metadata
 //! travel as embedded JSON and are handed to the service as the caller's text, unparsed here.
 
+use std::fmt::Write;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::error::StorageError;
-use crate::model::{self, Precondition, PutOptions, Record, Usage, WriteResult};
+use crate::model::{self, ListPage, Precondition, PutOptions, Record, Usage, WriteResult};
 use crate::service::unix_millis;
 
 /// Body of `PUT …/records/{key}`.
@@ -114,38 +115,85 @@ pub struct ListParams {
     pub keys_only: bool,
 }
 
-/// A stored record (the WIT `entry`).
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Entry {
-    key: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    value: Option<Box<RawValue>>,
-    metadata: Option<Box<RawValue>>,
-    revision: u64,
-    schema_version: Option<u32>,
-    expires_at_ms: Option<u64>,
-    created_at_ms: u64,
-    updated_at_ms: u64,
+/// A JSON response body written by hand (records and pages), sent as `application/json`.
+#[derive(Debug)]
+pub struct JsonText(pub String);
+
+impl axum::response::IntoResponse for JsonText {
+    fn into_response(self) -> axum::response::Response {
+        (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            self.0,
+        )
+            .into_response()
+    }
 }
 
-impl Entry {
-    /// The wire form of `record`. Stored JSON is valid by construction; a failure is a host bug.
-    pub fn from_record(record: Record) -> Result<Self, StorageError> {
-        let raw = |text: String| {
-            RawValue::from_string(text)
-                .map_err(|e| StorageError::Internal(format!("stored JSON does not parse: {e}")))
-        };
-        Ok(Self {
-            key: record.key,
-            value: record.value.map(raw).transpose()?,
-            metadata: record.metadata.map(raw).transpose()?,
-            revision: record.revision,
-            schema_version: record.schema_version,
-            expires_at_ms: record.expires_at.map(unix_millis),
-            created_at_ms: unix_millis(record.created_at),
-            updated_at_ms: unix_millis(record.updated_at),
-        })
+/// The JSON of one record (the WIT `entry`). Values and metadata are copied as stored: they come
+/// out of PostgreSQL's `jsonb` as valid JSON, so they are not parsed again on the way out.
+pub fn entry_json(record: &Record) -> String {
+    let mut out = String::with_capacity(128 + record.value.as_ref().map_or(0, String::len));
+    write_entry(&mut out, record);
+    out
+}
+
+/// The JSON of a list page: `{"entries": [...], "nextCursor": …}`.
+pub fn page_json(page: &ListPage) -> String {
+    let values: usize = page
+        .entries
+        .iter()
+        .map(|e| e.value.as_ref().map_or(0, String::len) + 128)
+        .sum();
+    let mut out = String::with_capacity(64 + values);
+    out.push_str("{\"entries\":[");
+    for (i, record) in page.entries.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_entry(&mut out, record);
+    }
+    out.push_str("],\"nextCursor\":");
+    write_string_or_null(&mut out, page.next_cursor.as_deref());
+    out.push('}');
+    out
+}
+
+fn write_entry(out: &mut String, record: &Record) {
+    out.push_str("{\"key\":");
+    write_string_or_null(out, Some(&record.key));
+    if let Some(value) = &record.value {
+        out.push_str(",\"value\":");
+        out.push_str(value);
+    }
+    out.push_str(",\"metadata\":");
+    out.push_str(record.metadata.as_deref().unwrap_or("null"));
+    let _ = write!(out, ",\"revision\":{}", record.revision);
+    out.push_str(",\"schemaVersion\":");
+    write_number_or_null(out, record.schema_version.map(u64::from));
+    out.push_str(",\"expiresAtMs\":");
+    write_number_or_null(out, record.expires_at.map(unix_millis));
+    let _ = write!(
+        out,
+        ",\"createdAtMs\":{},\"updatedAtMs\":{}}}",
+        unix_millis(record.created_at),
+        unix_millis(record.updated_at)
+    );
+}
+
+fn write_string_or_null(out: &mut String, text: Option<&str>) {
+    match text {
+        // Serializing a string cannot fail.
+        Some(text) => out.push_str(&serde_json::to_string(text).unwrap_or_default()),
+        None => out.push_str("null"),
+    }
+}
+
+fn write_number_or_null(out: &mut String, number: Option<u64>) {
+    match number {
+        Some(n) => {
+            let _ = write!(out, "{n}");
+        }
+        None => out.push_str("null"),
     }
 }
 
@@ -166,16 +214,6 @@ impl From<WriteResult> for Written {
             created: result.created,
         }
     }
-}
-
-/// A list page.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Page {
-    /// Records in key byte order.
-    pub entries: Vec<Entry>,
-    /// Where the next page starts; `null` at the end.
-    pub next_cursor: Option<String>,
 }
 
 /// Result of a bulk put.
@@ -249,5 +287,55 @@ impl From<Usage> for InstallUsage {
                 })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn record(value: Option<&str>, metadata: Option<&str>) -> Record {
+        Record {
+            key: "a\"b/ü\n".into(),
+            value: value.map(str::to_owned),
+            metadata: metadata.map(str::to_owned),
+            revision: 3,
+            schema_version: Some(2),
+            expires_at: None,
+            created_at: UNIX_EPOCH + Duration::from_millis(1_000),
+            updated_at: UNIX_EPOCH + Duration::from_millis(2_000),
+        }
+    }
+
+    #[test]
+    fn hand_written_json_is_the_entry() {
+        let text = entry_json(&record(Some(r#"{"x": [1, "é"]}"#), Some(r#"{"m": 1}"#)));
+        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            parsed,
+            json!({
+                "key": "a\"b/ü\n", "value": {"x": [1, "é"]}, "metadata": {"m": 1},
+                "revision": 3, "schemaVersion": 2, "expiresAtMs": null,
+                "createdAtMs": 1000, "updatedAtMs": 2000
+            })
+        );
+        let page = ListPage {
+            entries: vec![record(None, None), record(Some("null"), None)],
+            next_cursor: Some("c\"1".into()),
+        };
+        let parsed: serde_json::Value = serde_json::from_str(&page_json(&page)).unwrap();
+        assert!(parsed["entries"][0].get("value").is_none(), "keys-only");
+        assert_eq!(parsed["entries"][1]["value"], json!(null));
+        assert_eq!(parsed["entries"][0]["metadata"], json!(null));
+        assert_eq!(parsed["nextCursor"], "c\"1");
+        let empty = ListPage {
+            entries: vec![],
+            next_cursor: None,
+        };
+        assert_eq!(page_json(&empty), r#"{"entries":[],"nextCursor":null}"#);
     }
 }

@@ -8,18 +8,20 @@ pub mod validate;
 pub use schemas::{FailingRecord, SchemaCheck};
 
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::backend::{Backend, CounterChange, CounterDrift, ListQuery, WriteBatch, WriteItem};
 use crate::context::{CallContext, STORAGE_CAPABILITY, STORAGE_READ_CAPABILITY};
 use crate::error::{BulkError, Quota, StorageError};
 use crate::limits::{DEFAULT_PAGE_SIZE, Limits, TTL_SWEEP_BATCH};
+use crate::metrics::StorageMetrics;
 use crate::model::{
     ListOptions, ListPage, NamespaceUsage, Precondition, PutItem, PutOptions, QuotaUsage, Record,
     Usage, WriteResult,
 };
 use crate::observe::{QuotaThreshold, StorageObserver, TracingObserver, crossed_thresholds};
+use crate::rollout::RolloutPolicy;
 use crate::schema::SchemaCache;
 
 /// The storage service. Cheap to clone; share one per process.
@@ -30,6 +32,9 @@ pub struct StorageService {
     default_limits: Limits,
     max_limits: Limits,
     observer: Arc<dyn StorageObserver>,
+    /// Shared by every clone: switching it affects the whole process at once.
+    rollout: Arc<RwLock<RolloutPolicy>>,
+    metrics: StorageMetrics,
 }
 
 impl std::fmt::Debug for StorageService {
@@ -46,12 +51,51 @@ impl StorageService {
     /// logged with `tracing`.
     pub fn new(backend: Arc<dyn Backend>) -> Self {
         Self {
+            metrics: StorageMetrics::new(backend.clone()),
             backend,
             schemas: Arc::new(SchemaCache::default()),
             default_limits: Limits::DEFAULT,
             max_limits: Limits::DEFAULT,
             observer: Arc::new(TracingObserver),
+            rollout: Arc::new(RwLock::new(RolloutPolicy::All)),
         }
+    }
+
+    /// Switches the rollout policy at run time, for this service and every clone of it.
+    /// `Off` refuses every extension call with `capability-denied` and keeps all data.
+    pub fn set_rollout(&self, policy: RolloutPolicy) {
+        tracing::warn!(?policy, "storage rollout policy changed");
+        *self.rollout.write().unwrap_or_else(|e| e.into_inner()) = policy;
+    }
+
+    /// The service's Prometheus metrics (shared by every clone).
+    pub fn metrics(&self) -> &StorageMetrics {
+        &self.metrics
+    }
+
+    /// The current rollout policy.
+    pub fn rollout(&self) -> RolloutPolicy {
+        self.rollout
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Refuses calls the rollout policy or the context's grants do not allow, before any
+    /// query is sent.
+    pub(crate) fn authorize(&self, ctx: &CallContext, access: Access) -> Result<(), StorageError> {
+        let allowed = self
+            .rollout
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .allows(&ctx.extension_id);
+        if !allowed {
+            return Err(StorageError::CapabilityDenied(format!(
+                "{STORAGE_CAPABILITY} is switched off for extension {:?} by the rollout policy",
+                ctx.extension_id
+            )));
+        }
+        grants_allow(ctx, access)
     }
 
     /// Sets the limits of installs whose context carries none, and the most any context may
@@ -88,12 +132,25 @@ impl StorageService {
         namespace: &str,
         key: &str,
     ) -> Result<Option<Record>, StorageError> {
-        authorize(ctx, Access::Read)?;
-        validate::namespace(namespace)?;
-        validate::key(key, self.limits_for(ctx).max_key_bytes)?;
-        self.backend
-            .get(ctx, namespace, key, SystemTime::now())
-            .await
+        let started = Instant::now();
+        let result = async {
+            self.authorize(ctx, Access::Read)?;
+            validate::namespace(namespace)?;
+            validate::key(key, self.limits_for(ctx).max_key_bytes)?;
+            self.backend
+                .get(ctx, namespace, key, SystemTime::now())
+                .await
+        }
+        .await;
+        if let Ok(Some(record)) = &result {
+            self.metrics.read(record_bytes(record));
+        }
+        self.metrics.observe(
+            "get",
+            started,
+            result.as_ref().err().map(StorageError::code),
+        );
+        result
     }
 
     /// Writes `value` (JSON text) at `key` if the precondition holds.
@@ -106,26 +163,36 @@ impl StorageService {
         value: &str,
         options: &PutOptions,
     ) -> Result<WriteResult, StorageError> {
-        authorize(ctx, Access::Write)?;
-        validate::namespace(namespace)?;
-        let limits = self.limits_for(ctx);
-        let now = SystemTime::now();
-        let item = write_item(key, value, options, now, &limits)?;
-        let batch = WriteBatch {
-            namespace,
-            items: vec![item],
-            now,
-            limits,
-            sweep_limit: TTL_SWEEP_BATCH,
-            schema_version: None,
-        };
-        let mut results = self
-            .write(ctx, batch, &[options.schema_version])
-            .await
-            .map_err(|e| e.error)?;
-        results
-            .pop()
-            .ok_or_else(|| StorageError::Internal("backend returned no write result".into()))
+        let started = Instant::now();
+        let result = async {
+            self.authorize(ctx, Access::Write)?;
+            validate::namespace(namespace)?;
+            let limits = self.limits_for(ctx);
+            let now = SystemTime::now();
+            let item = write_item(key, value, options, now, &limits)?;
+            let batch = WriteBatch {
+                namespace,
+                items: vec![item],
+                now,
+                limits,
+                sweep_limit: TTL_SWEEP_BATCH,
+                schema_version: None,
+            };
+            let mut results = self
+                .write(ctx, batch, &[options.schema_version])
+                .await
+                .map_err(|e| e.error)?;
+            results
+                .pop()
+                .ok_or_else(|| StorageError::Internal("backend returned no write result".into()))
+        }
+        .await;
+        self.metrics.observe(
+            "put",
+            started,
+            result.as_ref().err().map(StorageError::code),
+        );
+        result
     }
 
     /// Writes every item atomically, or none.
@@ -136,46 +203,57 @@ impl StorageService {
         namespace: &str,
         items: &[PutItem],
     ) -> Result<Vec<WriteResult>, BulkError> {
-        authorize(ctx, Access::Write).map_err(BulkError::whole)?;
-        validate::namespace(namespace).map_err(BulkError::whole)?;
-        let limits = self.limits_for(ctx);
-        if items.is_empty() {
-            return Ok(Vec::new());
-        }
-        if items.len() > limits.max_bulk_items {
-            return Err(BulkError::whole(StorageError::invalid(
-                "items",
-                format!(
-                    "has {} items; at most {} allowed",
-                    items.len(),
-                    limits.max_bulk_items
-                ),
-            )));
-        }
-        let now = SystemTime::now();
-        let mut seen = HashSet::with_capacity(items.len());
-        let mut write_items = Vec::with_capacity(items.len());
-        for (index, item) in items.iter().enumerate() {
-            let write = write_item(&item.key, &item.value, &item.options, now, &limits)
-                .map_err(|e| BulkError::at(index, e))?;
-            if !seen.insert(item.key.as_str()) {
-                return Err(BulkError::at(
-                    index,
-                    StorageError::invalid("items", format!("key {:?} appears twice", item.key)),
-                ));
+        let started = Instant::now();
+        let result = async {
+            self.authorize(ctx, Access::Write)
+                .map_err(BulkError::whole)?;
+            validate::namespace(namespace).map_err(BulkError::whole)?;
+            let limits = self.limits_for(ctx);
+            if items.is_empty() {
+                return Ok(Vec::new());
             }
-            write_items.push(write);
+            if items.len() > limits.max_bulk_items {
+                return Err(BulkError::whole(StorageError::invalid(
+                    "items",
+                    format!(
+                        "has {} items; at most {} allowed",
+                        items.len(),
+                        limits.max_bulk_items
+                    ),
+                )));
+            }
+            let now = SystemTime::now();
+            let mut seen = HashSet::with_capacity(items.len());
+            let mut write_items = Vec::with_capacity(items.len());
+            for (index, item) in items.iter().enumerate() {
+                let write = write_item(&item.key, &item.value, &item.options, now, &limits)
+                    .map_err(|e| BulkError::at(index, e))?;
+                if !seen.insert(item.key.as_str()) {
+                    return Err(BulkError::at(
+                        index,
+                        StorageError::invalid("items", format!("key {:?} appears twice", item.key)),
+                    ));
+                }
+                write_items.push(write);
+            }
+            let batch = WriteBatch {
+                namespace,
+                items: write_items,
+                now,
+                limits,
+                sweep_limit: TTL_SWEEP_BATCH,
+                schema_version: None,
+            };
+            let pins: Vec<Option<u32>> = items.iter().map(|i| i.options.schema_version).collect();
+            self.write(ctx, batch, &pins).await
         }
-        let batch = WriteBatch {
-            namespace,
-            items: write_items,
-            now,
-            limits,
-            sweep_limit: TTL_SWEEP_BATCH,
-            schema_version: None,
-        };
-        let pins: Vec<Option<u32>> = items.iter().map(|i| i.options.schema_version).collect();
-        self.write(ctx, batch, &pins).await
+        .await;
+        self.metrics.observe(
+            "bulk_put",
+            started,
+            result.as_ref().err().map(|e: &BulkError| e.error.code()),
+        );
+        result
     }
 
     /// Checks schema pins and validates every value against the namespace's current schema,
@@ -223,6 +301,8 @@ impl StorageService {
                     if let Some(change) = outcome.counters {
                         self.report_thresholds(ctx, &batch, &change);
                     }
+                    self.metrics
+                        .written(batch.items.iter().map(|i| i.size_bytes).sum());
                     return Ok(outcome.results);
                 }
                 Err(BulkError {
@@ -239,6 +319,7 @@ impl StorageService {
                         usage,
                     } = &e.error
                     {
+                        self.metrics.quota_rejected(*quota);
                         self.observer.quota_exceeded(ctx, *quota, *limit, *usage);
                     }
                     return Err(e);
@@ -285,6 +366,7 @@ impl StorageService {
                     used: after,
                     limit,
                 };
+                self.metrics.near_limit(quota, percent);
                 self.observer.quota_threshold(ctx, &event);
             }
         }
@@ -299,19 +381,29 @@ impl StorageService {
         key: &str,
         precondition: Precondition,
     ) -> Result<bool, StorageError> {
-        authorize(ctx, Access::Write)?;
-        validate::namespace(namespace)?;
-        validate::key(key, self.limits_for(ctx).max_key_bytes)?;
-        self.backend
-            .delete(
-                ctx,
-                namespace,
-                key,
-                precondition,
-                SystemTime::now(),
-                TTL_SWEEP_BATCH,
-            )
-            .await
+        let started = Instant::now();
+        let result = async {
+            self.authorize(ctx, Access::Write)?;
+            validate::namespace(namespace)?;
+            validate::key(key, self.limits_for(ctx).max_key_bytes)?;
+            self.backend
+                .delete(
+                    ctx,
+                    namespace,
+                    key,
+                    precondition,
+                    SystemTime::now(),
+                    TTL_SWEEP_BATCH,
+                )
+                .await
+        }
+        .await;
+        self.metrics.observe(
+            "delete",
+            started,
+            result.as_ref().err().map(StorageError::code),
+        );
+        result
     }
 
     /// One page of records in key byte order.
@@ -322,8 +414,22 @@ impl StorageService {
         namespace: &str,
         options: &ListOptions,
     ) -> Result<ListPage, StorageError> {
-        authorize(ctx, Access::Read)?;
-        self.list_page(ctx, namespace, options).await
+        let started = Instant::now();
+        let result = async {
+            self.authorize(ctx, Access::Read)?;
+            self.list_page(ctx, namespace, options).await
+        }
+        .await;
+        if let Ok(page) = &result {
+            self.metrics
+                .read(page.entries.iter().map(record_bytes).sum());
+        }
+        self.metrics.observe(
+            "list",
+            started,
+            result.as_ref().err().map(StorageError::code),
+        );
+        result
     }
 
     /// A page of records, for the install of `ctx`, without the capability check (callers
@@ -374,31 +480,41 @@ impl StorageService {
     /// The install's usage against its quotas.
     #[tracing::instrument(name = "storage.usage", skip_all, fields(tenant = %ctx.tenant_id, install = %ctx.install_id))]
     pub async fn usage(&self, ctx: &CallContext) -> Result<Usage, StorageError> {
-        authorize(ctx, Access::Read)?;
-        let quotas = self.limits_for(ctx);
-        let counters = self.backend.usage(ctx, SystemTime::now()).await?;
-        let total: u64 = counters.iter().map(|c| c.bytes).sum();
-        Ok(Usage {
-            namespaces: QuotaUsage {
-                used: counters.len() as u64,
-                limit: quotas.max_namespaces,
-            },
-            total_bytes: QuotaUsage {
-                used: total,
-                limit: quotas.max_total_bytes,
-            },
-            per_namespace: counters
-                .into_iter()
-                .map(|c| NamespaceUsage {
-                    namespace: c.namespace,
-                    keys: QuotaUsage {
-                        used: c.keys,
-                        limit: quotas.max_keys_per_namespace,
-                    },
-                    bytes: c.bytes,
-                })
-                .collect(),
-        })
+        let started = Instant::now();
+        let result = async {
+            self.authorize(ctx, Access::Read)?;
+            let quotas = self.limits_for(ctx);
+            let counters = self.backend.usage(ctx, SystemTime::now()).await?;
+            let total: u64 = counters.iter().map(|c| c.bytes).sum();
+            Ok(Usage {
+                namespaces: QuotaUsage {
+                    used: counters.len() as u64,
+                    limit: quotas.max_namespaces,
+                },
+                total_bytes: QuotaUsage {
+                    used: total,
+                    limit: quotas.max_total_bytes,
+                },
+                per_namespace: counters
+                    .into_iter()
+                    .map(|c| NamespaceUsage {
+                        namespace: c.namespace,
+                        keys: QuotaUsage {
+                            used: c.keys,
+                            limit: quotas.max_keys_per_namespace,
+                        },
+                        bytes: c.bytes,
+                    })
+                    .collect(),
+            })
+        }
+        .await;
+        self.metrics.observe(
+            "usage",
+            started,
+            result.as_ref().err().map(StorageError::code),
+        );
+        result
     }
 }
 
@@ -432,8 +548,8 @@ pub(crate) enum Access {
     Write,
 }
 
-/// Refuses calls the context's grants do not cover, before any query is sent.
-pub(crate) fn authorize(ctx: &CallContext, access: Access) -> Result<(), StorageError> {
+/// Refuses calls the context's grants do not cover.
+fn grants_allow(ctx: &CallContext, access: Access) -> Result<(), StorageError> {
     if ctx.has_grant(STORAGE_CAPABILITY) {
         return Ok(());
     }
@@ -491,6 +607,11 @@ fn write_item<'a>(
         expires_at,
         size_bytes: size_bytes as u64,
     })
+}
+
+/// Bytes of a record's value and metadata, as returned to the caller.
+fn record_bytes(record: &Record) -> usize {
+    record.value.as_ref().map_or(0, String::len) + record.metadata.as_ref().map_or(0, String::len)
 }
 
 /// Milliseconds since the Unix epoch (0 for times before it).

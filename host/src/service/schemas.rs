@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::{Access, StorageService, authorize, validate};
+use super::{Access, StorageService, validate};
 use crate::backend::StoredSchema;
 use crate::context::CallContext;
 use crate::error::{StorageError, Violation};
@@ -40,7 +40,7 @@ impl StorageService {
         ctx: &CallContext,
         namespace: &str,
     ) -> Result<Option<StoredSchema>, StorageError> {
-        authorize(ctx, Access::Read)?;
+        self.authorize(ctx, Access::Read)?;
         validate::namespace(namespace)?;
         self.backend.current_schema(ctx, namespace).await
     }

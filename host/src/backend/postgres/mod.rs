@@ -14,8 +14,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use crate::backend::{
-    Backend, CounterChange, CounterDrift, DriftScope, ListQuery, NamespaceCounters, StoredSchema,
-    WriteBatch, WriteOutcome,
+    Backend, CounterChange, CounterDrift, DriftScope, ListQuery, NamespaceCounters, PoolStatus,
+    StoredSchema, WriteBatch, WriteOutcome,
 };
 use crate::context::CallContext;
 use crate::error::{BulkError, StorageError};
@@ -148,6 +148,16 @@ impl PgBackend {
 
 #[async_trait]
 impl Backend for PgBackend {
+    fn pool_status(&self) -> Option<PoolStatus> {
+        let status = self.pool.status();
+        Some(PoolStatus {
+            max_size: status.max_size,
+            size: status.size,
+            available: status.available,
+            waiting: status.waiting,
+        })
+    }
+
     async fn get(
         &self,
         ctx: &CallContext,

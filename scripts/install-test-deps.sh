@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# What the iframe SDK's tests need: node and npm, the SDK's npm packages (from the lockfile),
-# its TypeScript build, and Chromium for the browser test. System packages come from Debian's
-# apt when they are missing and we are root; otherwise the script says what to install.
+# What the tests need beyond Rust: node and npm, the iframe SDK's npm packages (from the
+# lockfile) and its TypeScript build, Chromium for the browser test, and promtool (Debian's
+# prometheus package) for the alert rules. System packages come from Debian's apt when they are
+# missing and we are root; otherwise the script says what to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,7 @@ missing=()
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium)
+command -v promtool >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "missing: ${missing[*]}; install them (Debian: apt-get install ${missing[*]})" >&2
