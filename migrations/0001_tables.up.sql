@@ -71,11 +71,17 @@ CREATE TABLE ext_storage_audit (
     bytes                bigint,
     request_id           text,
     occurred_at          timestamptz NOT NULL,
+    -- Set when the outbox relay has shipped the row (a per-row mark, not a high-water mark:
+    -- concurrent transactions commit out of occurred_at order, and a mark never skips one).
+    relayed_at           timestamptz,
     PRIMARY KEY (tenant_id, id)
 );
 
 CREATE INDEX ext_storage_audit_install_time
     ON ext_storage_audit (tenant_id, extension_install_id, occurred_at, id);
+
+CREATE INDEX ext_storage_audit_unrelayed
+    ON ext_storage_audit (tenant_id, occurred_at, id) WHERE relayed_at IS NULL;
 
 DO $$
 BEGIN

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow};
 use axum::http::HeaderValue;
@@ -14,6 +14,9 @@ use crate::backend::DriftScope;
 use crate::backend::postgres::{DEFAULT_POOL_SIZE, PgBackend, migrate};
 use crate::http::auth::{TokenClaims, TokenKey, TokenVerifier};
 use crate::http::{API_BASE, Gateway, GatewayConfig};
+use crate::model::AuditQuery;
+use crate::relay::{HttpSink, JsonLinesSink};
+use crate::service::{AuditSink, audit_json};
 use crate::wasm::command::{CommandRunner, RunOptions};
 use crate::{CallContext, STORAGE_CAPABILITY, STORAGE_READ_CAPABILITY, StorageService};
 
@@ -24,8 +27,38 @@ pub struct Cli {
     /// PostgreSQL connection URL.
     #[arg(long, env = "DATABASE_URL", global = true)]
     database_url: Option<String>,
+    /// Log format on stderr: `text` for people, `json` (one object per line, with the span
+    /// fields: request id, tenant, install) for log pipelines.
+    #[arg(long, env = "ALGA_STORAGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Readable lines for development.
+    Text,
+    /// JSON objects for production log pipelines.
+    Json,
+}
+
+/// Installs the `tracing` subscriber: `RUST_LOG` filters (default `warn,alga_storage=info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "warn,alga_storage=info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,6 +99,11 @@ enum Command {
     Schema {
         #[command(subcommand)]
         action: SchemaAction,
+    },
+    /// Read an install's audit trail, prune old rows, or relay rows to the log pipeline.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
     },
     /// Serve the REST gateway for extension iframes (PostgreSQL from --database-url).
     Serve(ServeArgs),
@@ -181,6 +219,51 @@ struct TokenArgs {
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 900)]
     ttl_secs: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditAction {
+    /// Print an install's audit rows (JSON lines, oldest first) from a time on.
+    List {
+        #[command(flatten)]
+        install: InstallArgs,
+        /// Only rows at or after this time (milliseconds since the Unix epoch).
+        #[arg(long)]
+        since_ms: Option<u64>,
+        /// Only rows before this time (milliseconds since the Unix epoch).
+        #[arg(long)]
+        until_ms: Option<u64>,
+        /// Rows per page (1-1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Print every page, not only the first.
+        #[arg(long)]
+        all: bool,
+        /// Continue after a previous page (its cursor is printed on stderr).
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Delete audit rows older than a retention period, in bounded batches per tenant.
+    Prune {
+        /// Keep this many days of audit rows.
+        #[arg(long)]
+        older_than_days: u64,
+        /// Rows deleted per transaction.
+        #[arg(long, default_value_t = 1000)]
+        batch: u32,
+    },
+    /// Ship audit rows not shipped yet to the log pipeline, at least once (never skipping one).
+    Relay {
+        /// `stdout`, `file:PATH` (JSON lines, appended) or `http://…` (NDJSON POST).
+        #[arg(long)]
+        to: String,
+        /// Rows per batch (marked shipped after the sink accepts them).
+        #[arg(long, default_value_t = 500)]
+        batch: u32,
+        /// Keep relaying, pausing this many seconds between rounds (default: one round).
+        #[arg(long)]
+        follow_secs: Option<u64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -303,6 +386,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             let service = connect_service(&database_url()?)?;
             schema_command(&service, action).await
         }
+        Command::Audit { action } => audit_command(&database_url()?, action).await,
         Command::Counters { action } => {
             let (install, apply) = match &action {
                 CountersAction::Check(install) => (install, false),
@@ -330,6 +414,74 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn audit_command(url: &str, action: AuditAction) -> anyhow::Result<()> {
+    let service = connect_service(url)?;
+    let from_ms = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+    match action {
+        AuditAction::List {
+            install,
+            since_ms,
+            until_ms,
+            limit,
+            all,
+            cursor,
+        } => {
+            let mut query = AuditQuery {
+                since: since_ms.map(from_ms),
+                until: until_ms.map(from_ms),
+                cursor,
+                limit: Some(limit),
+            };
+            loop {
+                let page = service.audit(&operator_context(&install), &query).await?;
+                for record in &page.records {
+                    println!("{}", audit_json(record));
+                }
+                match page.next_cursor {
+                    Some(next) if all => query.cursor = Some(next),
+                    Some(next) => {
+                        eprintln!("more rows: --cursor {next}");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+        AuditAction::Prune {
+            older_than_days,
+            batch,
+        } => {
+            let before = SystemTime::now() - Duration::from_secs(older_than_days * 24 * 3600);
+            let deleted = service.prune_audit(before, batch).await?;
+            println!("deleted {deleted} audit row(s) older than {older_than_days} day(s)");
+        }
+        AuditAction::Relay {
+            to,
+            batch,
+            follow_secs,
+        } => {
+            let mut sink: Box<dyn AuditSink> = if to == "stdout" {
+                Box::new(JsonLinesSink::stdout())
+            } else if let Some(path) = to.strip_prefix("file:") {
+                Box::new(JsonLinesSink::append(std::path::Path::new(path)).await?)
+            } else if to.starts_with("http://") {
+                Box::new(HttpSink::new(&to))
+            } else {
+                anyhow::bail!("--to takes stdout, file:PATH or http://URL, not {to:?}");
+            };
+            loop {
+                let shipped = service.relay_audit(sink.as_mut(), batch).await?;
+                eprintln!("relayed {shipped} audit row(s)");
+                match follow_secs {
+                    Some(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
+                    None => break,
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn schema_command(service: &StorageService, action: SchemaAction) -> anyhow::Result<()> {

@@ -30,6 +30,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod model;
 pub mod observe;
+pub mod relay;
 pub mod rollout;
 pub mod schema;
 pub mod service;

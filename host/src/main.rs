@@ -4,12 +4,7 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,alga_storage=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    alga_storage::cli::execute(alga_storage::cli::Cli::parse()).await
+    let cli = alga_storage::cli::Cli::parse();
+    alga_storage::cli::init_logging(cli.log_format);
+    alga_storage::cli::execute(cli).await
 }

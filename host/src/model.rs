@@ -123,3 +123,54 @@ pub struct Usage {
     /// Per-namespace usage in namespace order.
     pub per_namespace: Vec<NamespaceUsage>,
 }
+
+/// One audit row: a committed mutation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Row id, unique within the tenant (with `occurred_at`, the paging order).
+    pub id: i64,
+    /// The tenant.
+    pub tenant_id: String,
+    /// The install.
+    pub install_id: String,
+    /// The install's extension.
+    pub extension_id: String,
+    /// The namespace (`None` for install-wide rows such as a counter repair).
+    pub namespace: Option<String>,
+    /// The key (`None` for namespace-wide rows such as a schema registration).
+    pub key: Option<String>,
+    /// `put`, `delete`, `expire`, `schema-register` or `counter-repair`.
+    pub operation: String,
+    /// Who acted: a user, `system:ttl`, `operator:…`, or the install.
+    pub actor: String,
+    /// The record's revision after the mutation (the schema version for registrations).
+    pub revision: Option<u64>,
+    /// Bytes written, freed or corrected.
+    pub bytes: Option<i64>,
+    /// The request the mutation belonged to.
+    pub request_id: Option<String>,
+    /// When it was committed (the transaction's time).
+    pub occurred_at: SystemTime,
+}
+
+/// Which audit rows of an install to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Rows at or after this time.
+    pub since: Option<SystemTime>,
+    /// Rows before this time.
+    pub until: Option<SystemTime>,
+    /// The previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// Page size; `None` is the default.
+    pub limit: Option<u32>,
+}
+
+/// A page of audit rows in time order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditPage {
+    /// The rows, oldest first.
+    pub records: Vec<AuditRecord>,
+    /// Where the next page starts; `None` at the end.
+    pub next_cursor: Option<String>,
+}

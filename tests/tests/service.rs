@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use alga_storage::backend::{
-    Backend, CounterDrift, ListQuery, NamespaceCounters, StoredSchema, WriteBatch, WriteOutcome,
+    AuditRange, Backend, CounterDrift, ListQuery, NamespaceCounters, StoredSchema, WriteBatch,
+    WriteOutcome,
 };
-use alga_storage::model::{ListOptions, Precondition, PutItem, PutOptions, Record};
+use alga_storage::model::{AuditRecord, ListOptions, Precondition, PutItem, PutOptions, Record};
 use alga_storage::{BulkError, CallContext, StorageError, StorageService};
 use alga_storage_tests::*;
 use async_trait::async_trait;
@@ -72,6 +73,28 @@ impl Backend for UnreachableBackend {
         _: bool,
         _: SystemTime,
     ) -> Result<Vec<CounterDrift>, StorageError> {
+        panic!("backend called")
+    }
+    async fn audit_page(
+        &self,
+        _: &CallContext,
+        _: &AuditRange,
+    ) -> Result<Vec<AuditRecord>, StorageError> {
+        panic!("backend called")
+    }
+    async fn audit_tenants_before(&self, _: SystemTime) -> Result<Vec<String>, StorageError> {
+        panic!("backend called")
+    }
+    async fn prune_audit(&self, _: &str, _: SystemTime, _: u32) -> Result<u64, StorageError> {
+        panic!("backend called")
+    }
+    async fn unrelayed_tenants(&self) -> Result<Vec<String>, StorageError> {
+        panic!("backend called")
+    }
+    async fn unrelayed(&self, _: &str, _: u32) -> Result<Vec<AuditRecord>, StorageError> {
+        panic!("backend called")
+    }
+    async fn mark_relayed(&self, _: &str, _: &[i64], _: SystemTime) -> Result<(), StorageError> {
         panic!("backend called")
     }
 }

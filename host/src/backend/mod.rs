@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use crate::context::CallContext;
 use crate::error::{BulkError, StorageError};
 use crate::limits::Limits;
-use crate::model::{Precondition, Record, WriteResult};
+use crate::model::{AuditRecord, Precondition, Record, WriteResult};
 
 /// One record to write, already validated by the service.
 #[derive(Debug, Clone)]
@@ -56,6 +56,19 @@ pub struct StoredSchema {
     pub version: u32,
     /// The JSON Schema document, as text.
     pub document: String,
+}
+
+/// A page request of an install's audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRange {
+    /// Rows at or after this time.
+    pub since: Option<SystemTime>,
+    /// Rows before this time.
+    pub until: Option<SystemTime>,
+    /// Rows strictly after this `(occurred_at, id)` position.
+    pub after: Option<(SystemTime, i64)>,
+    /// Most rows to return.
+    pub limit: u32,
 }
 
 /// A connection pool's state.
@@ -223,6 +236,43 @@ pub trait Backend: Send + Sync + 'static {
         apply: bool,
         now: SystemTime,
     ) -> Result<Vec<CounterDrift>, StorageError>;
+
+    /// Up to `range.limit` audit rows of `ctx`'s install in `(occurred_at, id)` order.
+    async fn audit_page(
+        &self,
+        ctx: &CallContext,
+        range: &AuditRange,
+    ) -> Result<Vec<AuditRecord>, StorageError>;
+
+    /// Tenants holding audit rows older than `before` (for retention, tenant by tenant).
+    async fn audit_tenants_before(&self, before: SystemTime) -> Result<Vec<String>, StorageError>;
+
+    /// Deletes at most `batch` of `tenant_id`'s audit rows older than `before`, oldest first;
+    /// returns how many it deleted.
+    async fn prune_audit(
+        &self,
+        tenant_id: &str,
+        before: SystemTime,
+        batch: u32,
+    ) -> Result<u64, StorageError>;
+
+    /// Tenants with audit rows the relay has not shipped yet.
+    async fn unrelayed_tenants(&self) -> Result<Vec<String>, StorageError>;
+
+    /// The oldest `limit` audit rows of `tenant_id` not shipped yet, in `(occurred_at, id)` order.
+    async fn unrelayed(
+        &self,
+        tenant_id: &str,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StorageError>;
+
+    /// Marks `ids` of `tenant_id` as shipped at `now`.
+    async fn mark_relayed(
+        &self,
+        tenant_id: &str,
+        ids: &[i64],
+        now: SystemTime,
+    ) -> Result<(), StorageError>;
 
     /// The connection pool's state, for metrics; `None` when the backend has no pool.
     fn pool_status(&self) -> Option<PoolStatus> {

@@ -1,10 +1,12 @@
 //! The storage service: the one place that validates input, checks the capability and decides.
 //! Every entry point (wasm host, REST gateway, CLI) calls it; backends only execute.
 
+mod audit;
 pub mod cursor;
 mod schemas;
 pub mod validate;
 
+pub use audit::{AuditSink, audit_json};
 pub use schemas::{FailingRecord, SchemaCheck};
 
 use std::collections::HashSet;
@@ -125,7 +127,7 @@ impl StorageService {
     }
 
     /// Reads `key`; `None` when absent or expired.
-    #[tracing::instrument(name = "storage.get", skip_all, fields(tenant = %ctx.tenant_id, install = %ctx.install_id, namespace))]
+    #[tracing::instrument(name = "storage.get", skip_all, fields(tenant = %ctx.tenant_id, install = %ctx.install_id, request_id = ctx.request_id.as_deref().unwrap_or("-"), namespace = %namespace))]
     pub async fn get(
         &self,
         ctx: &CallContext,
@@ -154,7 +156,7 @@ impl StorageService {
     }
 
     /// Writes `value` (JSON text) at `key` if the precondition holds.
-    #[tracing::instrument(name = "storage.put", skip_all, fields(tenant = %ctx.tenant_id, install = %ctx.install_id, namespace))]
+    #[tracing::instrument(name = "storage.put", skip_all, fields(tenant = %ctx.tenant_id, install = %ctx.install_id, request_id = ctx.request_id.as_deref().unwrap_or("-"), namespace = %namespace))]
     pub async fn put(
         &self,
         ctx: &CallContext,
@@ -196,7 +198,7 @@ impl StorageService {
     }
 
     /// Writes every item atomically, or none.
-    #[tracing::instrument(name = "storage.bulk_put", skip_all, fields(tenant = %ctx.tenant_id, install = %ctx.install_id, namespace, items = items.len()))]
+    #[tracing::instrument(name = "storage.bulk_put", skip_all, fields(tenant = %ctx.tenant_id, install = %ctx.install_id, request_id = ctx.request_id.as_deref().unwrap_or("-"), namespace = %namespace, items = items.len()))]
     pub async fn bulk_put(
         &self,
         ctx: &CallContext,
@@ -373,7 +375,7 @@ impl StorageService {
     }
 
     /// Deletes `key`; true when a record was deleted, false when there was none.
-    #[tracing::instrument(name = "storage.delete", skip_all, fields(tenant = %ctx.tenant_id, install = %ctx.install_id, namespace))]
+    #[tracing::instrument(name = "storage.delete", skip_all, fields(tenant = %ctx.tenant_id, install = %ctx.install_id, request_id = ctx.request_id.as_deref().unwrap_or("-"), namespace = %namespace))]
     pub async fn delete(
         &self,
         ctx: &CallContext,
@@ -407,7 +409,7 @@ impl StorageService {
     }
 
     /// One page of records in key byte order.
-    #[tracing::instrument(name = "storage.list", skip_all, fields(tenant = %ctx.tenant_id, install = %ctx.install_id, namespace))]
+    #[tracing::instrument(name = "storage.list", skip_all, fields(tenant = %ctx.tenant_id, install = %ctx.install_id, request_id = ctx.request_id.as_deref().unwrap_or("-"), namespace = %namespace))]
     pub async fn list(
         &self,
         ctx: &CallContext,
@@ -478,7 +480,7 @@ impl StorageService {
     }
 
     /// The install's usage against its quotas.
-    #[tracing::instrument(name = "storage.usage", skip_all, fields(tenant = %ctx.tenant_id, install = %ctx.install_id))]
+    #[tracing::instrument(name = "storage.usage", skip_all, fields(tenant = %ctx.tenant_id, install = %ctx.install_id, request_id = ctx.request_id.as_deref().unwrap_or("-")))]
     pub async fn usage(&self, ctx: &CallContext) -> Result<Usage, StorageError> {
         let started = Instant::now();
         let result = async {
@@ -521,7 +523,7 @@ impl StorageService {
 impl StorageService {
     /// Operator command: compares `ctx`'s install counters with its records and, with `apply`,
     /// repairs them (audited as `ctx.actor`). Needs no grant: it is not an extension's call.
-    #[tracing::instrument(name = "storage.recount", skip_all, fields(tenant = %ctx.tenant_id, install = %ctx.install_id, apply))]
+    #[tracing::instrument(name = "storage.recount", skip_all, fields(tenant = %ctx.tenant_id, install = %ctx.install_id, request_id = ctx.request_id.as_deref().unwrap_or("-"), apply))]
     pub async fn recount(
         &self,
         ctx: &CallContext,

@@ -34,7 +34,7 @@ pub struct SchemaCheck {
 
 impl StorageService {
     /// The namespace's current schema, for a guest to read. Always read from the database.
-    #[tracing::instrument(name = "storage.schema", skip_all, fields(tenant = %ctx.tenant_id, install = %ctx.install_id, namespace))]
+    #[tracing::instrument(name = "storage.schema", skip_all, fields(tenant = %ctx.tenant_id, install = %ctx.install_id, request_id = ctx.request_id.as_deref().unwrap_or("-"), namespace = %namespace))]
     pub async fn schema(
         &self,
         ctx: &CallContext,
@@ -48,7 +48,7 @@ impl StorageService {
     /// Operator / embedder: registers `document` as the namespace's next schema version and
     /// returns it. Guests cannot call this (no WIT function reaches it). Invalid schemas, other
     /// drafts than 2020-12 and 07, and remote `$ref`s are refused with `invalid-input`.
-    #[tracing::instrument(name = "storage.register_schema", skip_all, fields(tenant = %ctx.tenant_id, install = %ctx.install_id, namespace))]
+    #[tracing::instrument(name = "storage.register_schema", skip_all, fields(tenant = %ctx.tenant_id, install = %ctx.install_id, request_id = ctx.request_id.as_deref().unwrap_or("-"), namespace = %namespace))]
     pub async fn register_schema(
         &self,
         ctx: &CallContext,

@@ -2,6 +2,7 @@
 //! of a server-side function, so every operation is one round trip on a pooled connection and, on
 //! Citus, one single-shard transaction delegated to the worker owning the tenant.
 
+mod audit;
 mod errors;
 mod json;
 pub mod migrate;
@@ -14,12 +15,12 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use crate::backend::{
-    Backend, CounterChange, CounterDrift, DriftScope, ListQuery, NamespaceCounters, PoolStatus,
-    StoredSchema, WriteBatch, WriteOutcome,
+    AuditRange, Backend, CounterChange, CounterDrift, DriftScope, ListQuery, NamespaceCounters,
+    PoolStatus, StoredSchema, WriteBatch, WriteOutcome,
 };
 use crate::context::CallContext;
 use crate::error::{BulkError, StorageError};
-use crate::model::{Precondition, Record, WriteResult};
+use crate::model::{AuditRecord, Precondition, Record, WriteResult};
 use errors::{pool_error, query_error, write_error};
 use json::{JsonParam, JsonText};
 
@@ -148,6 +149,56 @@ impl PgBackend {
 
 #[async_trait]
 impl Backend for PgBackend {
+    async fn audit_page(
+        &self,
+        ctx: &CallContext,
+        range: &AuditRange,
+    ) -> Result<Vec<AuditRecord>, StorageError> {
+        self.audit_page_query(ctx, range).await
+    }
+
+    async fn audit_tenants_before(&self, before: SystemTime) -> Result<Vec<String>, StorageError> {
+        self.audit_tenants_query(
+            "SELECT DISTINCT tenant_id FROM ext_storage_audit WHERE occurred_at < $1",
+            &[&before],
+        )
+        .await
+    }
+
+    async fn prune_audit(
+        &self,
+        tenant_id: &str,
+        before: SystemTime,
+        batch: u32,
+    ) -> Result<u64, StorageError> {
+        self.prune_audit_batch(tenant_id, before, batch).await
+    }
+
+    async fn unrelayed_tenants(&self) -> Result<Vec<String>, StorageError> {
+        self.audit_tenants_query(
+            "SELECT DISTINCT tenant_id FROM ext_storage_audit WHERE relayed_at IS NULL",
+            &[],
+        )
+        .await
+    }
+
+    async fn unrelayed(
+        &self,
+        tenant_id: &str,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StorageError> {
+        self.unrelayed_query(tenant_id, limit).await
+    }
+
+    async fn mark_relayed(
+        &self,
+        tenant_id: &str,
+        ids: &[i64],
+        now: SystemTime,
+    ) -> Result<(), StorageError> {
+        self.mark_relayed_query(tenant_id, ids, now).await
+    }
+
     fn pool_status(&self) -> Option<PoolStatus> {
         let status = self.pool.status();
         Some(PoolStatus {

@@ -1,0 +1,516 @@
+//! The audit trail: exactly one row per committed mutation and none for refused ones, paging by
+//! time, retention in batches, and the outbox relay shipping every row at least once.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use alga_storage::model::{AuditQuery, AuditRecord, Precondition, PutItem, PutOptions};
+use alga_storage::service::AuditSink;
+use alga_storage::{CallContext, Limits, StorageError, StorageService};
+use alga_storage_tests::*;
+
+/// A small deterministic generator (xorshift), so a failure reproduces.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// What one committed mutation must leave: (operation, namespace, key, revision).
+type Expected = (String, String, String, u64);
+
+/// Every audit row of `ctx`'s install, paging with small pages.
+async fn all_rows(service: &StorageService, ctx: &CallContext) -> Vec<AuditRecord> {
+    let mut rows = Vec::new();
+    let mut query = AuditQuery {
+        limit: Some(37),
+        ..Default::default()
+    };
+    loop {
+        let page = service.audit(ctx, &query).await.unwrap();
+        rows.extend(page.records);
+        match page.next_cursor {
+            Some(cursor) => query.cursor = Some(cursor),
+            None => return rows,
+        }
+    }
+}
+
+#[tokio::test]
+async fn one_row_per_committed_mutation_and_none_for_refusals() {
+    let db = TestDb::new().await;
+    let limits = Limits {
+        max_keys_per_namespace: 30,
+        ..Limits::DEFAULT
+    };
+    let service = db.service().with_limits(limits, limits);
+    let ctx = granted("tenant-a", "install-1").request_id("req-audit");
+    let other = granted("tenant-a", "install-2");
+    service
+        .put(&other, "ns0", "noise", "1", &PutOptions::default())
+        .await
+        .unwrap();
+
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut revisions: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut expected: Vec<Expected> = Vec::new();
+    let mut refused: BTreeMap<&str, u32> = BTreeMap::new();
+    for step in 0..400 {
+        let ns = format!("ns{}", rng.below(2));
+        let key = format!("k{}", rng.below(16));
+        let current = revisions.get(&(ns.clone(), key.clone())).copied();
+        match rng.below(10) {
+            // put with a random precondition, right or wrong
+            0..=4 => {
+                let precondition = match rng.below(4) {
+                    0 => Precondition::Absent,
+                    1 => Precondition::Revision(current.unwrap_or(1)),
+                    2 => Precondition::Revision(current.unwrap_or(0) + 5),
+                    _ => Precondition::None,
+                };
+                let options = PutOptions {
+                    precondition,
+                    ..Default::default()
+                };
+                match service
+                    .put(&ctx, &ns, &key, &format!("{{\"step\":{step}}}"), &options)
+                    .await
+                {
+                    Ok(written) => {
+                        revisions.insert((ns.clone(), key.clone()), written.revision);
+                        expected.push(("put".into(), ns, key, written.revision));
+                    }
+                    Err(
+                        e @ (StorageError::RevisionConflict { .. }
+                        | StorageError::QuotaExceeded { .. }),
+                    ) => *refused.entry(e.code()).or_default() += 1,
+                    Err(other) => panic!("unexpected {other:?}"),
+                }
+            }
+            // delete, sometimes with a wrong revision
+            5 | 6 => {
+                let precondition = if rng.below(3) == 0 {
+                    Precondition::Revision(current.unwrap_or(0) + 3)
+                } else {
+                    Precondition::None
+                };
+                match service.delete(&ctx, &ns, &key, precondition).await {
+                    Ok(true) => {
+                        let revision = revisions.remove(&(ns.clone(), key.clone())).unwrap();
+                        expected.push(("delete".into(), ns, key, revision));
+                    }
+                    Ok(false) => assert!(current.is_none()),
+                    Err(e @ StorageError::RevisionConflict { .. }) => {
+                        *refused.entry(e.code()).or_default() += 1
+                    }
+                    Err(other) => panic!("unexpected {other:?}"),
+                }
+            }
+            // bulk put of 2-4 keys, sometimes with a failing item
+            7 | 8 => {
+                let n = 2 + rng.below(3);
+                let mut items = Vec::new();
+                for i in 0..n {
+                    let key = format!("b{}", (rng.below(8) + i * 8) % 24);
+                    if items.iter().any(|item: &PutItem| item.key == key) {
+                        continue;
+                    }
+                    let precondition = if rng.below(5) == 0 {
+                        Precondition::Revision(99)
+                    } else {
+                        Precondition::None
+                    };
+                    items.push(PutItem {
+                        key,
+                        value: format!("[{step},{i}]"),
+                        options: PutOptions {
+                            precondition,
+                            ..Default::default()
+                        },
+                    });
+                }
+                match service.bulk_put(&ctx, &ns, &items).await {
+                    Ok(results) => {
+                        for result in results {
+                            revisions.insert((ns.clone(), result.key.clone()), result.revision);
+                            expected.push(("put".into(), ns.clone(), result.key, result.revision));
+                        }
+                    }
+                    Err(e) => *refused.entry(e.error.code()).or_default() += 1,
+                }
+            }
+            // invalid input: nothing happens
+            _ => {
+                let result = service
+                    .put(&ctx, &ns, "", "{", &PutOptions::default())
+                    .await;
+                assert!(matches!(result, Err(StorageError::InvalidInput { .. })));
+                *refused.entry("invalid-input").or_default() += 1;
+            }
+        }
+    }
+    for code in ["revision-conflict", "quota-exceeded", "invalid-input"] {
+        assert!(
+            refused.get(code).copied().unwrap_or(0) > 5,
+            "too few {code}: {refused:?}"
+        );
+    }
+    assert!(
+        expected.len() > 150,
+        "{refused:?} refused, {} committed",
+        expected.len()
+    );
+
+    let rows = all_rows(&service, &ctx).await;
+    let mut found: Vec<Expected> = rows
+        .iter()
+        .map(|r| {
+            assert_eq!(
+                (r.tenant_id.as_str(), r.install_id.as_str()),
+                ("tenant-a", "install-1")
+            );
+            assert_eq!(r.actor, "test");
+            assert_eq!(r.request_id.as_deref(), Some("req-audit"));
+            (
+                r.operation.clone(),
+                r.namespace.clone().unwrap(),
+                r.key.clone().unwrap(),
+                r.revision.unwrap(),
+            )
+        })
+        .collect();
+    let mut wanted = expected.clone();
+    found.sort();
+    wanted.sort();
+    assert_eq!(found, wanted, "exactly one row per committed mutation");
+    let times: Vec<SystemTime> = rows.iter().map(|r| r.occurred_at).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "oldest first");
+
+    // Counter repair and schema registration are mutations too.
+    service
+        .register_schema(&ctx, "ns0", r#"{"type":["object","array"]}"#)
+        .await
+        .unwrap();
+    db.client()
+        .await
+        .execute(
+            "UPDATE ext_storage_namespace_usage SET key_count = key_count + 7 \
+             WHERE tenant_id = 'tenant-a' AND extension_install_id = 'install-1' AND namespace = 'ns1'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(service.recount(&ctx, true).await.unwrap().len(), 1);
+    let rows = all_rows(&service, &ctx).await;
+    let operations: Vec<&str> = rows[expected.len()..]
+        .iter()
+        .map(|r| r.operation.as_str())
+        .collect();
+    assert_eq!(operations, ["schema-register", "counter-repair"]);
+}
+
+#[tokio::test]
+async fn audit_pages_by_time_and_refuses_forged_cursors() {
+    let db = TestDb::new().await;
+    let service = db.service();
+    let ctx = granted("tenant-a", "install-1");
+    for i in 0..5 {
+        service
+            .put(
+                &ctx,
+                "ns",
+                &format!("early{i}"),
+                "1",
+                &PutOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let middle = SystemTime::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for i in 0..3 {
+        service
+            .put(&ctx, "ns", &format!("late{i}"), "1", &PutOptions::default())
+            .await
+            .unwrap();
+    }
+    let since = |since, until| AuditQuery {
+        since,
+        until,
+        ..Default::default()
+    };
+    let late = service
+        .audit(&ctx, &since(Some(middle), None))
+        .await
+        .unwrap();
+    assert_eq!(late.records.len(), 3);
+    assert!(
+        late.records
+            .iter()
+            .all(|r| r.key.as_deref().unwrap().starts_with("late"))
+    );
+    let early = service
+        .audit(&ctx, &since(None, Some(middle)))
+        .await
+        .unwrap();
+    assert_eq!(early.records.len(), 5);
+    let page = service
+        .audit(
+            &ctx,
+            &AuditQuery {
+                limit: Some(2),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.records.len(), 2);
+    assert!(page.next_cursor.is_some());
+    for bad in [Some("forged".to_owned())] {
+        let query = AuditQuery {
+            cursor: bad,
+            ..Default::default()
+        };
+        assert!(matches!(
+            service.audit(&ctx, &query).await,
+            Err(StorageError::InvalidInput { .. })
+        ));
+    }
+    let too_big = AuditQuery {
+        limit: Some(1001),
+        ..Default::default()
+    };
+    assert!(service.audit(&ctx, &too_big).await.is_err());
+    // Another install's trail is its own.
+    assert!(
+        service
+            .audit(&granted("tenant-a", "install-2"), &Default::default())
+            .await
+            .unwrap()
+            .records
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn retention_prunes_old_rows_of_every_tenant_in_batches() {
+    let db = TestDb::new().await;
+    let service = db.service();
+    let (a, b) = (granted("tenant-a", "i"), granted("tenant-b", "i"));
+    for ctx in [&a, &b] {
+        for i in 0..10 {
+            service
+                .put(ctx, "ns", &format!("old{i}"), "1", &PutOptions::default())
+                .await
+                .unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let cutoff = SystemTime::now();
+    for ctx in [&a, &b] {
+        service
+            .put(ctx, "ns", "new", "1", &PutOptions::default())
+            .await
+            .unwrap();
+    }
+    assert_eq!(service.prune_audit(cutoff, 3).await.unwrap(), 20);
+    for ctx in [&a, &b] {
+        let rows = all_rows(&service, ctx).await;
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].key.as_deref(), Some("new"));
+    }
+    assert_eq!(service.prune_audit(cutoff, 3).await.unwrap(), 0);
+    assert!(service.prune_audit(cutoff, 0).await.is_err());
+    // The records themselves are untouched.
+    assert!(service.get(&a, "ns", "old3").await.unwrap().is_some());
+}
+
+/// A sink collecting what it receives; it can be told to fail after receiving (as if the relay
+/// crashed between shipping and marking).
+#[derive(Clone, Default)]
+struct CollectingSink {
+    received: Arc<Mutex<Vec<i64>>>,
+    fail_next: Arc<Mutex<bool>>,
+}
+
+#[async_trait::async_trait]
+impl AuditSink for CollectingSink {
+    async fn ship(&mut self, records: &[AuditRecord]) -> io::Result<()> {
+        self.received
+            .lock()
+            .unwrap()
+            .extend(records.iter().map(|r| r.id));
+        let mut fail = self.fail_next.lock().unwrap();
+        if *fail {
+            *fail = false;
+            return Err(io::Error::other("crashed after delivery"));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn relay_ships_every_row_at_least_once_while_writes_continue() {
+    let db = TestDb::new().await;
+    let service = db.service();
+    let mut sink = CollectingSink::default();
+
+    // Writers on three tenants run while the relay runs rounds.
+    let writers: Vec<_> = (0..3)
+        .map(|t| {
+            let service = service.clone();
+            tokio::spawn(async move {
+                let ctx = granted(&format!("tenant-{t}"), "install");
+                for i in 0..60 {
+                    service
+                        .put(&ctx, "ns", &format!("k{i}"), "1", &PutOptions::default())
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut rounds = 0;
+    while writers.iter().any(|w| !w.is_finished()) {
+        *sink.fail_next.lock().unwrap() = rounds == 1;
+        let _ = service.relay_audit(&mut sink, 25).await;
+        rounds += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    while service.relay_audit(&mut sink, 25).await.unwrap() > 0 {}
+
+    let all: Vec<(String, i64)> = db
+        .client()
+        .await
+        .query("SELECT tenant_id, id FROM ext_storage_audit", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(all.len(), 180);
+    let received = sink.received.lock().unwrap().clone();
+    // Ids are unique per tenant; here one sequence serves all tenants, so they are unique.
+    for (_, id) in &all {
+        assert!(received.contains(id), "row {id} was never shipped");
+    }
+    let unshipped: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM ext_storage_audit WHERE relayed_at IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(unshipped, 0);
+    // Nothing is shipped twice unless a delivery was not acknowledged.
+    assert!(received.len() >= all.len());
+    assert_eq!(service.relay_audit(&mut sink, 25).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn cli_lists_prunes_and_relays_to_a_file() {
+    let db = TestDb::new().await;
+    let service = db.service();
+    let ctx = granted("tenant-a", "install-1");
+    for i in 0..4 {
+        service
+            .put(&ctx, "ns", &format!("k{i}"), "1", &PutOptions::default())
+            .await
+            .unwrap();
+    }
+    let dir = std::env::temp_dir().join(format!("alga-audit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("audit.jsonl");
+    let _ = std::fs::remove_file(&file);
+    let url = db.url.clone();
+    let target = format!("file:{}", file.display());
+    alga_storage::cli::run([
+        "alga-storage",
+        "--database-url",
+        &url,
+        "audit",
+        "relay",
+        "--to",
+        &target,
+    ])
+    .await
+    .unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0]["operation"], "put");
+    assert_eq!(lines[0]["tenant"], "tenant-a");
+    assert_eq!(lines[3]["key"], "k3");
+    // A second run ships nothing new.
+    alga_storage::cli::run([
+        "alga-storage",
+        "--database-url",
+        &url,
+        "audit",
+        "relay",
+        "--to",
+        &target,
+    ])
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 4);
+    alga_storage::cli::run([
+        "alga-storage",
+        "--database-url",
+        &url,
+        "audit",
+        "list",
+        "--tenant",
+        "tenant-a",
+        "--install",
+        "install-1",
+        "--all",
+        "--limit",
+        "3",
+    ])
+    .await
+    .unwrap();
+    alga_storage::cli::run([
+        "alga-storage",
+        "--database-url",
+        &url,
+        "audit",
+        "prune",
+        "--older-than-days",
+        "0",
+    ])
+    .await
+    .unwrap();
+    assert!(all_rows(&service, &ctx).await.is_empty());
+    assert!(
+        alga_storage::cli::run([
+            "alga-storage",
+            "--database-url",
+            &url,
+            "audit",
+            "relay",
+            "--to",
+            "ftp://x"
+        ])
+        .await
+        .is_err()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
