@@ -145,6 +145,153 @@ fn with_dbname(url: &str, dbname: &str) -> String {
     out
 }
 
+/// A storage engine the suites run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// PostgreSQL (a fresh test database).
+    Postgres,
+    /// The embedded SQLite store (a fresh file in a temporary directory).
+    Sqlite,
+}
+
+/// Both engines: every conformance case runs on each.
+pub const ENGINES: [Engine; 2] = [Engine::Postgres, Engine::Sqlite];
+
+/// A fresh store of one engine, removed when dropped.
+pub struct TestStore {
+    /// Which engine.
+    pub engine: Engine,
+    /// The PostgreSQL database, for the PostgreSQL engine (direct SQL checks).
+    pub db: Option<TestDb>,
+    service: StorageService,
+    dir: Option<std::path::PathBuf>,
+}
+
+impl TestStore {
+    /// Creates an empty, migrated store of `engine`.
+    pub async fn new(engine: Engine) -> Self {
+        match engine {
+            Engine::Postgres => {
+                let db = TestDb::new().await;
+                Self {
+                    engine,
+                    service: db.service(),
+                    db: Some(db),
+                    dir: None,
+                }
+            }
+            Engine::Sqlite => {
+                static COUNTER: AtomicU32 = AtomicU32::new(0);
+                let dir = std::env::temp_dir().join(format!(
+                    "alga-test-{}-{}",
+                    std::process::id(),
+                    COUNTER.fetch_add(1, Ordering::Relaxed)
+                ));
+                std::fs::create_dir_all(&dir).expect("temporary directory");
+                let backend =
+                    alga_storage::backend::sqlite::SqliteBackend::open(&dir.join("store.db"))
+                        .expect("open the embedded store");
+                Self {
+                    engine,
+                    service: StorageService::new(Arc::new(backend)),
+                    db: None,
+                    dir: Some(dir),
+                }
+            }
+        }
+    }
+
+    /// The service over this store (clones share it).
+    pub fn service(&self) -> StorageService {
+        self.service.clone()
+    }
+
+    /// Runs one SQL statement (or, on PostgreSQL, a `;`-separated batch) directly on the store
+    /// — `postgres` or `sqlite`, as the engine's tables are named — and returns the rows of the
+    /// last one as text (`NULL` as `"NULL"`). For checks the service cannot make.
+    pub async fn sql(&self, postgres: &str, sqlite: &str) -> Vec<Vec<String>> {
+        match (&self.db, &self.dir) {
+            (Some(db), _) => {
+                let messages = db.client().await.simple_query(postgres).await.unwrap();
+                messages
+                    .iter()
+                    .filter_map(|m| match m {
+                        tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                            (0..row.len())
+                                .map(|i| row.get(i).unwrap_or("NULL").to_owned())
+                                .collect(),
+                        ),
+                        _ => None,
+                    })
+                    .collect()
+            }
+            (None, Some(dir)) => {
+                let conn = rusqlite::Connection::open(dir.join("store.db")).unwrap();
+                conn.busy_timeout(std::time::Duration::from_secs(5))
+                    .unwrap();
+                if sqlite.trim().trim_end_matches(';').contains(';') {
+                    conn.execute_batch(sqlite).unwrap();
+                    return Vec::new();
+                }
+                let mut statement = conn.prepare(sqlite).unwrap();
+                let columns = statement.column_count();
+                let rows = statement
+                    .query_map([], |row| {
+                        (0..columns)
+                            .map(|i| {
+                                Ok(match row.get_ref(i)? {
+                                    rusqlite::types::ValueRef::Null => "NULL".to_owned(),
+                                    rusqlite::types::ValueRef::Integer(n) => n.to_string(),
+                                    rusqlite::types::ValueRef::Real(x) => x.to_string(),
+                                    rusqlite::types::ValueRef::Text(t) => {
+                                        String::from_utf8_lossy(t).into_owned()
+                                    }
+                                    rusqlite::types::ValueRef::Blob(_) => "<blob>".to_owned(),
+                                })
+                            })
+                            .collect::<rusqlite::Result<Vec<String>>>()
+                    })
+                    .unwrap();
+                rows.collect::<rusqlite::Result<_>>().unwrap()
+            }
+            _ => unreachable!("a store is one engine"),
+        }
+    }
+}
+
+/// Declares `#[tokio::test]`s running each named `async fn(Engine)` on PostgreSQL and on the
+/// embedded store: `on_both_engines!(a, b)` makes `postgres::a`, `sqlite::a`, … so the same
+/// case proves the same behaviour on both.
+#[macro_export]
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::Engine::Postgres).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::Engine::Sqlite).await
+                }
+            )*
+        }
+    };
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// A context for `(tenant, install)` holding the storage grant.
 pub fn granted(tenant: &str, install: &str) -> CallContext {
     CallContext::new(tenant, install)

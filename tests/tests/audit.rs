@@ -216,10 +216,9 @@ async fn one_row_per_committed_mutation_and_none_for_refusals() {
     assert_eq!(operations, ["schema-register", "counter-repair"]);
 }
 
-#[tokio::test]
-async fn audit_pages_by_time_and_refuses_forged_cursors() {
-    let db = TestDb::new().await;
-    let service = db.service();
+async fn audit_pages_by_time_and_refuses_forged_cursors(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
     let ctx = granted("tenant-a", "install-1");
     for i in 0..5 {
         service
@@ -300,10 +299,9 @@ async fn audit_pages_by_time_and_refuses_forged_cursors() {
     );
 }
 
-#[tokio::test]
-async fn retention_prunes_old_rows_of_every_tenant_in_batches() {
-    let db = TestDb::new().await;
-    let service = db.service();
+async fn retention_prunes_old_rows_of_every_tenant_in_batches(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
     let (a, b) = (granted("tenant-a", "i"), granted("tenant-b", "i"));
     for ctx in [&a, &b] {
         for i in 0..10 {
@@ -357,10 +355,9 @@ impl AuditSink for CollectingSink {
     }
 }
 
-#[tokio::test]
-async fn relay_ships_every_row_at_least_once_while_writes_continue() {
-    let db = TestDb::new().await;
-    let service = db.service();
+async fn relay_ships_every_row_at_least_once_while_writes_continue(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
     let mut sink = CollectingSink::default();
 
     // Writers on three tenants run while the relay runs rounds.
@@ -390,14 +387,14 @@ async fn relay_ships_every_row_at_least_once_while_writes_continue() {
     }
     while service.relay_audit(&mut sink, 25).await.unwrap() > 0 {}
 
-    let all: Vec<(String, i64)> = db
-        .client()
+    let all: Vec<(String, i64)> = store
+        .sql(
+            "SELECT tenant_id, id FROM ext_storage_audit",
+            "SELECT tenant_id, id FROM audit",
+        )
         .await
-        .query("SELECT tenant_id, id FROM ext_storage_audit", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
+        .into_iter()
+        .map(|row| (row[0].clone(), row[1].parse().unwrap()))
         .collect();
     assert_eq!(all.len(), 180);
     let received = sink.received.lock().unwrap().clone();
@@ -405,17 +402,13 @@ async fn relay_ships_every_row_at_least_once_while_writes_continue() {
     for (_, id) in &all {
         assert!(received.contains(id), "row {id} was never shipped");
     }
-    let unshipped: i64 = db
-        .client()
-        .await
-        .query_one(
+    let unshipped = store
+        .sql(
             "SELECT count(*) FROM ext_storage_audit WHERE relayed_at IS NULL",
-            &[],
+            "SELECT count(*) FROM audit WHERE relayed_at IS NULL",
         )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(unshipped, 0);
+        .await;
+    assert_eq!(unshipped[0][0], "0");
     // Nothing is shipped twice unless a delivery was not acknowledged.
     assert!(received.len() >= all.len());
     assert_eq!(service.relay_audit(&mut sink, 25).await.unwrap(), 0);
@@ -514,3 +507,9 @@ async fn cli_lists_prunes_and_relays_to_a_file() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+on_both_engines!(
+    audit_pages_by_time_and_refuses_forged_cursors,
+    retention_prunes_old_rows_of_every_tenant_in_batches,
+    relay_ships_every_row_at_least_once_while_writes_continue,
+);

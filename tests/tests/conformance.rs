@@ -1,6 +1,7 @@
 //! Runs every guest fixture against real PostgreSQL. `foreach_fixture!` names every component in
 //! `fixtures/src/bin`; a fixture without a test here fails to compile.
 
+use alga_storage::model::AuditQuery;
 use alga_storage::{CallContext, Limits};
 use alga_storage_tests::*;
 
@@ -12,11 +13,14 @@ macro_rules! assert_test_exists {
 }
 foreach_fixture!(assert_test_exists);
 
-/// Runs `path` once as a granted install on a fresh database.
+/// Runs `path` once as a granted install on a fresh store of each engine.
 async fn run_granted(name: &str, path: &str) {
-    let db = TestDb::new().await;
-    let outcome = run_fixture_as(db.service(), path, granted("tenant-a", "install-1"), &[]).await;
-    assert_success(name, &outcome);
+    for engine in ENGINES {
+        let store = TestStore::new(engine).await;
+        let call = granted("tenant-a", "install-1");
+        let outcome = run_fixture_as(store.service(), path, call, &[]).await;
+        assert_success(&format!("{name} on {engine:?}"), &outcome);
+    }
 }
 
 #[tokio::test]
@@ -51,26 +55,26 @@ async fn store_cursor_scope() {
 
 #[tokio::test]
 async fn store_bulk_atomic() {
-    let db = TestDb::new().await;
-    let outcome = run_fixture_as(
-        db.service(),
-        STORE_BULK_ATOMIC,
-        granted("tenant-a", "install-1"),
-        &[],
-    )
-    .await;
-    assert_success("store_bulk_atomic", &outcome);
-    // The failed bulks left no audit rows; the committed one left one per item (+1 first put).
-    let client = db.client().await;
-    let audit: i64 = client
-        .query_one(
-            "SELECT count(*) FROM ext_storage_audit WHERE tenant_id = 'tenant-a'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(audit, 51);
+    for engine in ENGINES {
+        let store = TestStore::new(engine).await;
+        let call = granted("tenant-a", "install-1");
+        let outcome = run_fixture_as(store.service(), STORE_BULK_ATOMIC, call.clone(), &[]).await;
+        assert_success(&format!("store_bulk_atomic on {engine:?}"), &outcome);
+        // The failed bulks left no audit rows; the committed one left one per item (+1 first
+        // put).
+        let audit = store
+            .service()
+            .audit(
+                &call,
+                &AuditQuery {
+                    limit: Some(1000),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(audit.records.len(), 51, "{engine:?}");
+    }
 }
 
 #[tokio::test]
@@ -92,7 +96,13 @@ async fn store_ttl() {
 /// install 2) sees only its own records; each pair then sees its records again.
 #[tokio::test]
 async fn store_isolation() {
-    let db = TestDb::new().await;
+    for engine in ENGINES {
+        isolation_on(engine).await;
+    }
+}
+
+async fn isolation_on(engine: Engine) {
+    let store = TestStore::new(engine).await;
     let pairs = [
         ("tenant-a", "install-1"),
         ("tenant-b", "install-1"),
@@ -103,7 +113,7 @@ async fn store_isolation() {
             let owner = format!("{tenant}/{install}");
             let env = [("OWNER", owner.as_str()), ("EXPECT_EXISTING", existing)];
             let outcome = run_fixture_as(
-                db.service(),
+                store.service(),
                 STORE_ISOLATION,
                 granted(tenant, install),
                 &env,
@@ -113,27 +123,38 @@ async fn store_isolation() {
         }
     }
     // Each pair stored exactly its two records.
-    let client = db.client().await;
-    let rows = client
-        .query(
-            "SELECT tenant_id, extension_install_id, count(*) FROM ext_storage_records \
-             GROUP BY 1, 2 ORDER BY 1, 2",
-            &[],
-        )
-        .await
-        .unwrap();
-    let counts: Vec<(String, String, i64)> = rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    assert_eq!(
-        counts,
-        [
-            ("tenant-a".into(), "install-1".into(), 2),
-            ("tenant-a".into(), "install-2".into(), 2),
-            ("tenant-b".into(), "install-1".into(), 2),
-        ]
-    );
+    for (tenant, install) in pairs {
+        let usage = store
+            .service()
+            .usage(&granted(tenant, install))
+            .await
+            .unwrap();
+        let keys: u64 = usage.per_namespace.iter().map(|n| n.keys.used).sum();
+        assert_eq!(keys, 2, "{engine:?} {tenant}/{install}");
+    }
+    if let Some(db) = &store.db {
+        let client = db.client().await;
+        let rows = client
+            .query(
+                "SELECT tenant_id, extension_install_id, count(*) FROM ext_storage_records \
+                 GROUP BY 1, 2 ORDER BY 1, 2",
+                &[],
+            )
+            .await
+            .unwrap();
+        let counts: Vec<(String, String, i64)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                ("tenant-a".into(), "install-1".into(), 2),
+                ("tenant-a".into(), "install-2".into(), 2),
+                ("tenant-b".into(), "install-1".into(), 2),
+            ]
+        );
+    }
 }
 
 /// Without the grant every operation is denied, and no statement reaches the database: the
@@ -150,26 +171,38 @@ async fn store_capability_denied() {
     let outcome = run_fixture_as(service, STORE_CAPABILITY_DENIED, call, &[]).await;
     assert_success("store_capability_denied", &outcome);
 
-    // A revoked grant on a live database: denied, and the data written before is kept.
-    let db = TestDb::new().await;
-    let service = db.service();
-    let call = granted("tenant-a", "install-1");
-    service
-        .put(&call, "denied", "k", "1", &Default::default())
-        .await
-        .unwrap();
-    let revoked = CallContext::new("tenant-a", "install-1");
-    let outcome = run_fixture_as(service.clone(), STORE_CAPABILITY_DENIED, revoked, &[]).await;
-    assert_success("store_capability_denied (revoked)", &outcome);
-    assert!(service.get(&call, "denied", "k").await.unwrap().is_some());
+    // A revoked grant on a live store: denied, and the data written before is kept.
+    for engine in ENGINES {
+        let store = TestStore::new(engine).await;
+        let service = store.service();
+        let call = granted("tenant-a", "install-1");
+        service
+            .put(&call, "denied", "k", "1", &Default::default())
+            .await
+            .unwrap();
+        let revoked = CallContext::new("tenant-a", "install-1");
+        let outcome = run_fixture_as(service.clone(), STORE_CAPABILITY_DENIED, revoked, &[]).await;
+        assert_success(
+            &format!("store_capability_denied (revoked) on {engine:?}"),
+            &outcome,
+        );
+        assert!(service.get(&call, "denied", "k").await.unwrap().is_some());
+    }
 }
 
 /// The README's example extension runs, twice (it is idempotent), and prints its notes.
 #[tokio::test]
 async fn demo_notes() {
-    let db = TestDb::new().await;
+    for engine in ENGINES {
+        demo_notes_on(engine).await;
+    }
+}
+
+async fn demo_notes_on(engine: Engine) {
+    let store = TestStore::new(engine).await;
     for _ in 0..2 {
-        let outcome = run_fixture_as(db.service(), DEMO_NOTES, granted("demo", "demo"), &[]).await;
+        let outcome =
+            run_fixture_as(store.service(), DEMO_NOTES, granted("demo", "demo"), &[]).await;
         assert_success("demo_notes", &outcome);
         assert!(outcome.stdout.contains("note-1 (rev"), "{}", outcome.stdout);
         assert!(
@@ -183,19 +216,27 @@ async fn demo_notes() {
 /// A guest that reads `usage` and stops writing at 80 % of its key quota.
 #[tokio::test]
 async fn store_quota_backoff() {
-    let db = TestDb::new().await;
-    let call = granted("t", "i").limits(Limits {
-        max_keys_per_namespace: 10,
-        ..Limits::DEFAULT
-    });
-    let outcome = run_fixture_as(db.service(), STORE_QUOTA_BACKOFF, call, &[]).await;
-    assert_success("store_quota_backoff", &outcome);
+    for engine in ENGINES {
+        let store = TestStore::new(engine).await;
+        let call = granted("t", "i").limits(Limits {
+            max_keys_per_namespace: 10,
+            ..Limits::DEFAULT
+        });
+        let outcome = run_fixture_as(store.service(), STORE_QUOTA_BACKOFF, call, &[]).await;
+        assert_success(&format!("store_quota_backoff on {engine:?}"), &outcome);
+    }
 }
 
 /// The load harness's guest runs each of its operations.
 #[tokio::test]
 async fn bench_op() {
-    let db = TestDb::new().await;
+    for engine in ENGINES {
+        bench_op_on(engine).await;
+    }
+}
+
+async fn bench_op_on(engine: Engine) {
+    let store = TestStore::new(engine).await;
     let call = granted("t", "i");
     let ops: [&[&str]; 5] = [
         &["insert", "bench", "k", r#"{"v":1}"#],
@@ -205,7 +246,7 @@ async fn bench_op() {
         &["update", "bench", "k", r#"{"v":3}"#, "1"], // stale: must fail
     ];
     for (i, args) in ops.iter().enumerate() {
-        let runner = alga_storage::wasm::command::CommandRunner::new(db.service()).unwrap();
+        let runner = alga_storage::wasm::command::CommandRunner::new(store.service()).unwrap();
         let component = runner.compile(&std::fs::read(BENCH_OP).unwrap()).unwrap();
         let options = alga_storage::wasm::command::RunOptions {
             args: args.iter().map(|a| a.to_string()).collect(),
@@ -218,16 +259,14 @@ async fn bench_op() {
             .unwrap();
         assert_eq!(outcome.success(), i < 4, "{args:?}: {outcome:?}");
     }
-    let record = db
+    let record = store
         .service()
         .get(&call, "bench", "k")
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(
-        (record.value.as_deref(), record.revision),
-        (Some(r#"{"v": 2}"#), 2)
-    );
+    let value: serde_json::Value = serde_json::from_str(record.value.as_deref().unwrap()).unwrap();
+    assert_eq!((value, record.revision), (serde_json::json!({"v": 2}), 2));
 }
 
 const PROFILE_SCHEMA: &str = r#"{
@@ -244,23 +283,31 @@ const PROFILE_SCHEMA: &str = r#"{
 /// A guest handles `validation-failed` by reading the violations' JSON pointers.
 #[tokio::test]
 async fn store_schema_validation() {
-    let db = TestDb::new().await;
-    let service = db.service();
-    let call = granted("t", "i");
-    let version = service
-        .register_schema(&call, "profiles", PROFILE_SCHEMA)
-        .await
-        .unwrap();
-    assert_eq!(version, 1);
-    let outcome = run_fixture_as(service, STORE_SCHEMA_VALIDATION, call, &[]).await;
-    assert_success("store_schema_validation", &outcome);
+    for engine in ENGINES {
+        let store = TestStore::new(engine).await;
+        let service = store.service();
+        let call = granted("t", "i");
+        let version = service
+            .register_schema(&call, "profiles", PROFILE_SCHEMA)
+            .await
+            .unwrap();
+        assert_eq!(version, 1);
+        let outcome = run_fixture_as(service, STORE_SCHEMA_VALIDATION, call, &[]).await;
+        assert_success(&format!("store_schema_validation on {engine:?}"), &outcome);
+    }
 }
 
 /// A guest pinned to an old schema version gets `schema-mismatch` with the current one.
 #[tokio::test]
 async fn store_schema_pinned() {
-    let db = TestDb::new().await;
-    let service = db.service();
+    for engine in ENGINES {
+        schema_pinned_on(engine).await;
+    }
+}
+
+async fn schema_pinned_on(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
     let call = granted("t", "i");
     let v1 = r#"{"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
                  "required": ["color"]}"#;
@@ -287,7 +334,13 @@ async fn store_schema_pinned() {
 async fn store_interop() {
     // The wasm side alone: what one run writes, another run reads identically. The REST side
     // of the same check is in `http_gateway.rs` and the browser test.
-    let db = TestDb::new().await;
+    for engine in ENGINES {
+        interop_on(engine).await;
+    }
+}
+
+async fn interop_on(engine: Engine) {
+    let store = TestStore::new(engine).await;
     let env = [
         ("ALGA_KEY", "k/ü 1"),
         (
@@ -300,7 +353,7 @@ async fn store_interop() {
         let mut env = env.to_vec();
         env.push(("ALGA_MODE", mode));
         let outcome = run_fixture_as(
-            db.service(),
+            store.service(),
             STORE_INTEROP,
             granted("tenant-a", "install-1"),
             &env,

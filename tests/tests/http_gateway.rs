@@ -153,15 +153,14 @@ impl Api {
     }
 }
 
-async fn setup() -> (TestDb, TestGateway) {
-    let db = TestDb::new().await;
-    let gateway = TestGateway::start(db.service(), &[]).await;
-    (db, gateway)
+async fn setup(engine: Engine) -> (TestStore, TestGateway) {
+    let store = TestStore::new(engine).await;
+    let gateway = TestGateway::start(store.service(), &[]).await;
+    (store, gateway)
 }
 
-#[tokio::test]
-async fn revisions_map_to_etags_and_preconditions() {
-    let (_db, gw) = setup().await;
+async fn revisions_map_to_etags_and_preconditions(engine: Engine) {
+    let (_db, gw) = setup(engine).await;
     let api = Api::new(&gw, Some(gw.token("tenant-a", "install-1")));
 
     let created = api
@@ -265,9 +264,8 @@ async fn revisions_map_to_etags_and_preconditions() {
     assert_eq!(api.get("notes", "n1").await.body["value"], Value::Null);
 }
 
-#[tokio::test]
-async fn keys_travel_percent_encoded_and_prefixes_are_literal() {
-    let (_db, gw) = setup().await;
+async fn keys_travel_percent_encoded_and_prefixes_are_literal(engine: Engine) {
+    let (_db, gw) = setup(engine).await;
     let api = Api::new(&gw, Some(gw.token("tenant-a", "install-1")));
     let keys = [
         "a%b",
@@ -313,9 +311,8 @@ async fn keys_travel_percent_encoded_and_prefixes_are_literal() {
     assert_eq!(page.body["entries"][0]["key"], "a\\b");
 }
 
-#[tokio::test]
-async fn list_pages_with_cursors_and_keys_only() {
-    let (_db, gw) = setup().await;
+async fn list_pages_with_cursors_and_keys_only(engine: Engine) {
+    let (_db, gw) = setup(engine).await;
     let api = Api::new(&gw, Some(gw.token("tenant-a", "install-1")));
     let items: Vec<Value> = (0..100)
         .map(|i| json!({"key": format!("k{i:03}"), "value": {"i": i}}))
@@ -394,9 +391,8 @@ async fn list_pages_with_cursors_and_keys_only() {
     assert_eq!(empty.body, json!({"entries": [], "nextCursor": null}));
 }
 
-#[tokio::test]
-async fn bulk_put_is_atomic_and_names_the_failing_item() {
-    let (_db, gw) = setup().await;
+async fn bulk_put_is_atomic_and_names_the_failing_item(engine: Engine) {
+    let (_db, gw) = setup(engine).await;
     let api = Api::new(&gw, Some(gw.token("tenant-a", "install-1")));
     api.put("bulk", "existing", json!({"value": 0}), &[]).await;
 
@@ -463,9 +459,8 @@ async fn bulk_put_is_atomic_and_names_the_failing_item() {
     assert_eq!(fresh.body["metadata"], json!({"b": 1}));
 }
 
-#[tokio::test]
-async fn tenants_and_installs_are_isolated_by_the_token() {
-    let (_db, gw) = setup().await;
+async fn tenants_and_installs_are_isolated_by_the_token(engine: Engine) {
+    let (_db, gw) = setup(engine).await;
     let a = Api::new(&gw, Some(gw.token("tenant-a", "install-1")));
     let b = Api::new(&gw, Some(gw.token("tenant-b", "install-1")));
     let a2 = Api::new(&gw, Some(gw.token("tenant-a", "install-2")));
@@ -498,9 +493,8 @@ async fn tenants_and_installs_are_isolated_by_the_token() {
         .problem(400, "invalid-input");
 }
 
-#[tokio::test]
-async fn tokens_are_verified() {
-    let (_db, gw) = setup().await;
+async fn tokens_are_verified(engine: Engine) {
+    let (_db, gw) = setup(engine).await;
     let good = gw.claims("tenant-a", "install-1", &[STORAGE_CAPABILITY]);
     let ok = Api::new(&gw, Some(gw.mint(&good)));
     assert_eq!(
@@ -550,9 +544,8 @@ async fn tokens_are_verified() {
     );
 }
 
-#[tokio::test]
-async fn capabilities_decide_reads_and_writes() {
-    let (_db, gw) = setup().await;
+async fn capabilities_decide_reads_and_writes(engine: Engine) {
+    let (_db, gw) = setup(engine).await;
     let writer = Api::new(&gw, Some(gw.token("tenant-a", "install-1")));
     writer.put("caps", "k", json!({"value": 1}), &[]).await;
 
@@ -602,9 +595,8 @@ async fn capabilities_decide_reads_and_writes() {
     );
 }
 
-#[tokio::test]
-async fn invalid_input_is_refused_with_the_field_named() {
-    let (_db, gw) = setup().await;
+async fn invalid_input_is_refused_with_the_field_named(engine: Engine) {
+    let (_db, gw) = setup(engine).await;
     let api = Api::new(&gw, Some(gw.token("tenant-a", "install-1")));
     let cases: Vec<(Reply, &str)> = vec![
         (
@@ -888,9 +880,8 @@ async fn cors_allows_only_configured_origins_and_request_ids_are_echoed() {
     assert_eq!(row.get::<_, String>(1), "user-1");
 }
 
-#[tokio::test]
-async fn openapi_documents_exactly_the_served_routes() {
-    let (_db, gw) = setup().await;
+async fn openapi_documents_exactly_the_served_routes(engine: Engine) {
+    let (_db, gw) = setup(engine).await;
     let anonymous = Api::new(&gw, None);
     let served = anonymous
         .send(Method::GET, "/openapi.json", &[], None)
@@ -943,9 +934,8 @@ async fn openapi_documents_exactly_the_served_routes() {
     }
 }
 
-#[tokio::test]
-async fn records_cross_between_wasm_and_rest() {
-    let (db, gw) = setup().await;
+async fn records_cross_between_wasm_and_rest(engine: Engine) {
+    let (store, gw) = setup(engine).await;
     let api = Api::new(&gw, Some(gw.token("tenant-a", "install-1")));
     let value = json!({"text": "héllo ✓", "n": [1, 2.5, null], "deep": {"a": {"b": true}}});
     let metadata = json!({"by": "wasm"});
@@ -961,7 +951,7 @@ async fn records_cross_between_wasm_and_rest() {
     // The token's install is the one the component runs as.
     let ctx = granted("tenant-a", "install-1");
     let outcome = run_fixture_as(
-        db.service(),
+        store.service(),
         STORE_INTEROP,
         ctx.clone(),
         &env("write", "from/wasm"),
@@ -984,7 +974,26 @@ async fn records_cross_between_wasm_and_rest() {
         )
         .await;
     assert_eq!(written.status, StatusCode::CREATED);
-    let outcome = run_fixture_as(db.service(), STORE_INTEROP, ctx, &env("read", "from-rest")).await;
+    let outcome = run_fixture_as(
+        store.service(),
+        STORE_INTEROP,
+        ctx,
+        &env("read", "from-rest"),
+    )
+    .await;
     assert_success("store_interop read", &outcome);
     assert_eq!(outcome.stdout.trim(), "revision 1");
 }
+
+on_both_engines!(
+    revisions_map_to_etags_and_preconditions,
+    keys_travel_percent_encoded_and_prefixes_are_literal,
+    list_pages_with_cursors_and_keys_only,
+    bulk_put_is_atomic_and_names_the_failing_item,
+    tenants_and_installs_are_isolated_by_the_token,
+    tokens_are_verified,
+    capabilities_decide_reads_and_writes,
+    invalid_input_is_refused_with_the_field_named,
+    openapi_documents_exactly_the_served_routes,
+    records_cross_between_wasm_and_rest,
+);

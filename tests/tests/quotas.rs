@@ -1,4 +1,4 @@
-//! Quotas, limits and TTL on real PostgreSQL: race-free under concurrency, exact at the limits,
+//! Quotas, limits and TTL on both engines (PostgreSQL and the embedded store): race-free under concurrency, exact at the limits,
 //! counters always equal to what is stored.
 
 use std::sync::{Arc, Mutex};
@@ -20,18 +20,23 @@ fn put_options() -> PutOptions {
 }
 
 /// Stored rows and bytes of one install, per namespace, straight from the records.
-async fn stored(db: &TestDb, tenant: &str, install: &str) -> Vec<(String, i64, i64)> {
-    db.client()
-        .await
-        .query(
-            "SELECT namespace::text, count(*), sum(size_bytes)::bigint FROM ext_storage_records \
-             WHERE tenant_id = $1 AND extension_install_id = $2 GROUP BY 1 ORDER BY 1",
-            &[&tenant, &install],
+async fn stored(store: &TestStore, tenant: &str, install: &str) -> Vec<(String, i64, i64)> {
+    let rows = store
+        .sql(
+            &format!(
+                "SELECT namespace::text, count(*), sum(size_bytes)::bigint \
+                 FROM ext_storage_records WHERE tenant_id = '{tenant}' \
+                 AND extension_install_id = '{install}' GROUP BY 1 ORDER BY 1"
+            ),
+            &format!(
+                "SELECT namespace, count(*), sum(size_bytes) FROM records \
+                 WHERE tenant_id = '{tenant}' AND install_id = '{install}' \
+                 GROUP BY 1 ORDER BY 1"
+            ),
         )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .await;
+    rows.into_iter()
+        .map(|r| (r[0].clone(), r[1].parse().unwrap(), r[2].parse().unwrap()))
         .collect()
 }
 
@@ -68,10 +73,9 @@ async fn race(
     (ok, errors)
 }
 
-#[tokio::test]
-async fn keys_quota_holds_under_32_concurrent_writers() {
-    let db = TestDb::new().await;
-    let service = db.service();
+async fn keys_quota_holds_under_32_concurrent_writers(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
     let call = limited(
         "t",
         "i",
@@ -94,17 +98,16 @@ async fn keys_quota_holds_under_32_concurrent_writers() {
         };
         assert_eq!(e, &expected);
     }
-    assert_eq!(stored(&db, "t", "i").await, [("ns".into(), 100, 700)]);
+    assert_eq!(stored(&store, "t", "i").await, [("ns".into(), 100, 700)]);
     let usage = service.usage(&call).await.unwrap();
     assert_eq!(usage.per_namespace[0].keys.used, 100);
     assert_eq!(usage.total_bytes.used, 700);
     assert!(service.recount(&call, false).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn byte_quota_holds_under_32_concurrent_writers() {
-    let db = TestDb::new().await;
-    let service = db.service();
+async fn byte_quota_holds_under_32_concurrent_writers(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
     let call = limited(
         "t",
         "i",
@@ -129,16 +132,15 @@ async fn byte_quota_holds_under_32_concurrent_writers() {
             usage: 5_000
         }
     )));
-    let rows = stored(&db, "t", "i").await;
+    let rows = stored(&store, "t", "i").await;
     assert_eq!(rows.iter().map(|r| r.2).sum::<i64>(), 5_000);
     assert_eq!(service.usage(&call).await.unwrap().total_bytes.used, 5_000);
     assert!(service.recount(&call, false).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn namespace_quota_holds_under_concurrent_writers() {
-    let db = TestDb::new().await;
-    let service = db.service();
+async fn namespace_quota_holds_under_concurrent_writers(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
     let call = limited(
         "t",
         "i",
@@ -151,7 +153,7 @@ async fn namespace_quota_holds_under_concurrent_writers() {
         (format!("ns-{w}"), format!("k{i}"), "1".into())
     })
     .await;
-    let rows = stored(&db, "t", "i").await;
+    let rows = stored(&store, "t", "i").await;
     assert_eq!(rows.len(), 3, "{rows:?}");
     assert_eq!(ok, 12);
     assert!(errors.iter().all(|e| matches!(
@@ -179,10 +181,9 @@ async fn namespace_quota_holds_under_concurrent_writers() {
     assert_eq!(service.usage(&call).await.unwrap().namespaces.used, 3);
 }
 
-#[tokio::test]
-async fn sizes_are_exact_at_the_limits() {
-    let db = TestDb::new().await;
-    let service = db.service();
+async fn sizes_are_exact_at_the_limits(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
     let call = granted("t", "i");
     let json_string = |bytes: usize| format!("\"{}\"", "x".repeat(bytes - 2));
     let invalid = |e: StorageError, field: &str| match e {
@@ -280,10 +281,9 @@ async fn sizes_are_exact_at_the_limits() {
     );
 }
 
-#[tokio::test]
-async fn per_install_limits_apply_and_are_capped() {
-    let db = TestDb::new().await;
-    let service = db.service().with_limits(
+async fn per_install_limits_apply_and_are_capped(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service().with_limits(
         Limits::DEFAULT,
         Limits {
             max_keys_per_namespace: 5,
@@ -360,10 +360,9 @@ async fn per_install_limits_apply_and_are_capped() {
     assert!(service.list(&small, "ns", &list).await.is_err());
 }
 
-#[tokio::test]
-async fn overwrites_charge_the_difference_and_shrinking_is_always_allowed() {
-    let db = TestDb::new().await;
-    let service = db.service();
+async fn overwrites_charge_the_difference_and_shrinking_is_always_allowed(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
     let roomy = granted("t", "i");
     service
         .put(
@@ -442,10 +441,9 @@ async fn overwrites_charge_the_difference_and_shrinking_is_always_allowed() {
     assert!(service.recount(&tight, false).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn expired_records_are_never_returned_and_free_their_quota_once_touched() {
-    let db = TestDb::new().await;
-    let service = db.service();
+async fn expired_records_are_never_returned_and_free_their_quota_once_touched(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
     let call = limited(
         "t",
         "i",
@@ -491,7 +489,7 @@ async fn expired_records_are_never_returned_and_free_their_quota_once_touched() 
     assert!(usage.per_namespace.is_empty());
     assert_eq!((usage.namespaces.used, usage.total_bytes.used), (0, 0));
     assert_eq!(
-        stored(&db, "t", "i").await.len(),
+        stored(&store, "t", "i").await.len(),
         1,
         "still stored until touched"
     );
@@ -501,25 +499,22 @@ async fn expired_records_are_never_returned_and_free_their_quota_once_touched() 
         .put(&call, "ns", "k5", "1", &put_options())
         .await
         .unwrap();
-    assert_eq!(stored(&db, "t", "i").await, [("ns".into(), 1, 3)]);
+    assert_eq!(stored(&store, "t", "i").await, [("ns".into(), 1, 3)]);
     assert!(service.recount(&call, false).await.unwrap().is_empty());
-    let client = db.client().await;
-    let swept: i64 = client
-        .query_one(
+    let swept = store
+        .sql(
             "SELECT count(*) FROM ext_storage_audit WHERE tenant_id = 't' \
              AND operation = 'expire' AND actor = 'system:ttl'",
-            &[],
+            "SELECT count(*) FROM audit WHERE tenant_id = 't' \
+             AND operation = 'expire' AND actor = 'system:ttl'",
         )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(swept, 5);
+        .await;
+    assert_eq!(swept[0][0], "5");
 }
 
-#[tokio::test]
-async fn sweeps_are_bounded_per_request() {
-    let db = TestDb::new().await;
-    let service = db.service();
+async fn sweeps_are_bounded_per_request(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
     let call = granted("t", "i");
     let short = PutOptions {
         ttl: Some(Duration::from_millis(1000)),
@@ -541,12 +536,12 @@ async fn sweeps_are_bounded_per_request() {
         .await
         .unwrap();
     let left = |rows: Vec<(String, i64, i64)>| rows.first().map_or(0, |r| r.1);
-    assert_eq!(left(stored(&db, "t", "i").await), 300 - 100 + 1);
+    assert_eq!(left(stored(&store, "t", "i").await), 300 - 100 + 1);
     service
         .delete(&call, "ns", "missing", Precondition::None)
         .await
         .unwrap();
-    assert_eq!(left(stored(&db, "t", "i").await), 300 - 200 + 1);
+    assert_eq!(left(stored(&store, "t", "i").await), 300 - 200 + 1);
     assert_eq!(
         service.usage(&call).await.unwrap().per_namespace[0]
             .keys
@@ -568,10 +563,9 @@ impl XorShift {
     }
 }
 
-#[tokio::test]
-async fn counters_equal_records_after_2000_random_operations() {
-    let db = TestDb::new().await;
-    let service = db.service();
+async fn counters_equal_records_after_2000_random_operations(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
     let installs: Vec<CallContext> = (0..4)
         .map(|i| {
             limited(
@@ -651,44 +645,55 @@ async fn counters_equal_records_after_2000_random_operations() {
         "{committed} committed, {refused} refused"
     );
 
-    let client = db.client().await;
     for call in &installs {
         // Counters (stored rows, expired or not) equal COUNT/SUM over the records.
         assert_eq!(service.recount(call, false).await.unwrap(), []);
-        let counted = client
-            .query(
-                "SELECT namespace::text, key_count, byte_count FROM ext_storage_namespace_usage \
-                 WHERE tenant_id = $1 AND extension_install_id = $2 AND key_count > 0 ORDER BY 1",
-                &[&call.tenant_id, &call.install_id],
+        let (tenant, install) = (&call.tenant_id, &call.install_id);
+        let counted = store
+            .sql(
+                &format!(
+                    "SELECT namespace::text, key_count, byte_count \
+                     FROM ext_storage_namespace_usage WHERE tenant_id = '{tenant}' \
+                     AND extension_install_id = '{install}' AND key_count > 0 ORDER BY 1"
+                ),
+                &format!(
+                    "SELECT namespace, key_count, byte_count FROM namespace_usage \
+                     WHERE tenant_id = '{tenant}' AND install_id = '{install}' \
+                     AND key_count > 0 ORDER BY 1"
+                ),
             )
             .await
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .into_iter()
+            .map(|r| (r[0].clone(), r[1].parse().unwrap(), r[2].parse().unwrap()))
             .collect::<Vec<(String, i64, i64)>>();
         assert_eq!(
             counted,
-            stored(&db, &call.tenant_id, &call.install_id).await
+            stored(&store, &call.tenant_id, &call.install_id).await
         );
         // Usage (live only) equals COUNT/SUM over the records without a TTL: every TTL in this
         // test is under 41 ms, and usage is read after sleeping longer.
-        let live = client
-            .query(
-                "SELECT namespace::text, count(*), sum(size_bytes)::bigint FROM ext_storage_records \
-                 WHERE tenant_id = $1 AND extension_install_id = $2 \
-                   AND ttl_expires_at IS NULL \
-                 GROUP BY 1 ORDER BY 1",
-                &[&call.tenant_id, &call.install_id],
+        let live = store
+            .sql(
+                &format!(
+                    "SELECT namespace::text, count(*), sum(size_bytes)::bigint \
+                     FROM ext_storage_records WHERE tenant_id = '{tenant}' \
+                     AND extension_install_id = '{install}' AND ttl_expires_at IS NULL \
+                     GROUP BY 1 ORDER BY 1"
+                ),
+                &format!(
+                    "SELECT namespace, count(*), sum(size_bytes) FROM records \
+                     WHERE tenant_id = '{tenant}' AND install_id = '{install}' \
+                     AND expires_at IS NULL GROUP BY 1 ORDER BY 1"
+                ),
             )
-            .await
-            .unwrap();
+            .await;
         tokio::time::sleep(Duration::from_millis(50)).await; // every short TTL has run out
         let usage = service.usage(call).await.unwrap();
         assert_eq!(usage.per_namespace.len(), live.len());
         for (ns, row) in usage.per_namespace.iter().zip(&live) {
-            assert_eq!(ns.namespace, row.get::<_, String>(0));
-            assert_eq!(ns.keys.used as i64, row.get::<_, i64>(1));
-            assert_eq!(ns.bytes as i64, row.get::<_, i64>(2));
+            assert_eq!(ns.namespace, row[0]);
+            assert_eq!(ns.keys.used.to_string(), row[1]);
+            assert_eq!(ns.bytes.to_string(), row[2]);
         }
     }
 }
@@ -711,11 +716,10 @@ impl StorageObserver for Recorder {
     }
 }
 
-#[tokio::test]
-async fn near_limit_crossings_are_reported_once() {
-    let db = TestDb::new().await;
+async fn near_limit_crossings_are_reported_once(engine: Engine) {
+    let store = TestStore::new(engine).await;
     let recorder = Arc::new(Recorder::default());
-    let service = db.service().with_observer(recorder.clone());
+    let service = store.service().with_observer(recorder.clone());
     let call = limited(
         "t",
         "i",
@@ -772,10 +776,9 @@ async fn near_limit_crossings_are_reported_once() {
     );
 }
 
-#[tokio::test]
-async fn drifted_counters_are_reported_and_repaired() {
-    let db = TestDb::new().await;
-    let service = db.service();
+async fn drifted_counters_are_reported_and_repaired(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
     let call = granted("t", "i").actor("operator:test");
     for i in 0..5 {
         service
@@ -789,15 +792,16 @@ async fn drifted_counters_are_reported_and_repaired() {
         .unwrap();
     assert!(service.recount(&call, false).await.unwrap().is_empty());
 
-    let client = db.client().await;
-    client
-        .batch_execute(
+    store
+        .sql(
             "UPDATE ext_storage_namespace_usage SET key_count = 9, byte_count = 1 WHERE namespace = 'a';
              DELETE FROM ext_storage_namespace_usage WHERE namespace = 'b';
              UPDATE ext_storage_install_usage SET namespace_count = 7;",
+            "UPDATE namespace_usage SET key_count = 9, byte_count = 1 WHERE namespace = 'a';
+             DELETE FROM namespace_usage WHERE namespace = 'b';
+             UPDATE install_usage SET namespace_count = 7;",
         )
-        .await
-        .unwrap();
+        .await;
     let drift = service.recount(&call, false).await.unwrap();
     let scopes: Vec<_> = drift.iter().map(|d| d.scope.clone()).collect();
     assert_eq!(
@@ -818,14 +822,27 @@ async fn drifted_counters_are_reported_and_repaired() {
     assert!(service.recount(&call, false).await.unwrap().is_empty());
     let usage = service.usage(&call).await.unwrap();
     assert_eq!((usage.namespaces.used, usage.total_bytes.used), (2, 15 + 3));
-    let repairs: i64 = client
-        .query_one(
+    let repairs = store
+        .sql(
             "SELECT count(*) FROM ext_storage_audit WHERE operation = 'counter-repair' \
              AND actor = 'operator:test'",
-            &[],
+            "SELECT count(*) FROM audit WHERE operation = 'counter-repair' \
+             AND actor = 'operator:test'",
         )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(repairs, 3);
+        .await;
+    assert_eq!(repairs[0][0], "3");
 }
+
+on_both_engines!(
+    keys_quota_holds_under_32_concurrent_writers,
+    byte_quota_holds_under_32_concurrent_writers,
+    namespace_quota_holds_under_concurrent_writers,
+    sizes_are_exact_at_the_limits,
+    per_install_limits_apply_and_are_capped,
+    overwrites_charge_the_difference_and_shrinking_is_always_allowed,
+    expired_records_are_never_returned_and_free_their_quota_once_touched,
+    sweeps_are_bounded_per_request,
+    counters_equal_records_after_2000_random_operations,
+    near_limit_crossings_are_reported_once,
+    drifted_counters_are_reported_and_repaired,
+);

@@ -114,10 +114,9 @@ async fn registration_checks_the_document() {
     assert_eq!(audited, 3);
 }
 
-#[tokio::test]
-async fn writes_are_validated_against_the_current_version() {
-    let db = TestDb::new().await;
-    let service = db.service();
+async fn writes_are_validated_against_the_current_version(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
     let call = granted("t", "i");
     service
         .put(
@@ -206,10 +205,9 @@ async fn writes_are_validated_against_the_current_version() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn twenty_violations_are_reported_with_json_pointers() {
-    let db = TestDb::new().await;
-    let service = db.service();
+async fn twenty_violations_are_reported_with_json_pointers(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
     let call = granted("t", "i");
     let properties: Vec<String> = (0..10)
         .map(|i| format!(r#""f{i}":{{"type":"integer"}}"#))
@@ -243,10 +241,9 @@ async fn twenty_violations_are_reported_with_json_pointers() {
     assert_eq!(found, expected);
 }
 
-#[tokio::test]
-async fn bulk_put_validates_every_item_and_names_the_failing_one() {
-    let db = TestDb::new().await;
-    let service = db.service();
+async fn bulk_put_validates_every_item_and_names_the_failing_one(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
     let call = granted("t", "i");
     service
         .register_schema(&call, "ns", NAME_REQUIRED)
@@ -296,10 +293,9 @@ async fn bulk_put_validates_every_item_and_names_the_failing_one() {
     assert_eq!(written.len(), 10);
 }
 
-#[tokio::test]
-async fn pinned_versions_are_negotiated() {
-    let db = TestDb::new().await;
-    let service = db.service();
+async fn pinned_versions_are_negotiated(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
     let call = granted("t", "i");
     let err = service
         .put(&call, "ns", "k", "{}", &pinned(1))
@@ -415,10 +411,9 @@ async fn a_second_process_never_validates_against_a_stale_schema() {
     );
 }
 
-#[tokio::test]
-async fn a_dry_run_reports_failing_keys_page_by_page() {
-    let db = TestDb::new().await;
-    let service = db.service();
+async fn a_dry_run_reports_failing_keys_page_by_page(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
     let call = granted("t", "i");
     let items: Vec<PutItem> = (0..250)
         .map(|i| PutItem {
@@ -476,10 +471,9 @@ async fn a_dry_run_reports_failing_keys_page_by_page() {
     ));
 }
 
-#[tokio::test]
-async fn manifests_register_schemas_and_refuse_incompatible_upgrades() {
-    let db = TestDb::new().await;
-    let service = db.service();
+async fn manifests_register_schemas_and_refuse_incompatible_upgrades(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
     let call = granted("t", "i");
     let files = |path: &str| -> Result<String, String> {
         match path {
@@ -571,3 +565,12 @@ async fn manifests_register_schemas_and_refuse_incompatible_upgrades() {
         "{message}"
     );
 }
+
+on_both_engines!(
+    writes_are_validated_against_the_current_version,
+    twenty_violations_are_reported_with_json_pointers,
+    bulk_put_validates_every_item_and_names_the_failing_one,
+    pinned_versions_are_negotiated,
+    a_dry_run_reports_failing_keys_page_by_page,
+    manifests_register_schemas_and_refuse_incompatible_upgrades,
+);

@@ -134,10 +134,9 @@ async fn no_grant_is_denied_before_the_backend() {
     denied(err.error);
 }
 
-#[tokio::test]
-async fn tenants_and_installs_are_scoped() {
-    let db = TestDb::new().await;
-    let service = db.service();
+async fn tenants_and_installs_are_scoped(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
     let a1 = granted("tenant-a", "install-1");
     let b1 = granted("tenant-b", "install-1");
     let a2 = granted("tenant-a", "install-2");
@@ -174,10 +173,9 @@ async fn tenants_and_installs_are_scoped() {
     assert_eq!((own.value.as_deref(), own.revision), (Some(r#""a1""#), 1));
 }
 
-#[tokio::test]
-async fn concurrent_if_absent_has_one_winner() {
-    let db = TestDb::new().await;
-    let service = db.service();
+async fn concurrent_if_absent_has_one_winner(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
     let mut tasks = Vec::new();
     for i in 0..16 {
         let service = service.clone();
@@ -212,10 +210,9 @@ async fn concurrent_if_absent_has_one_winner() {
     assert_eq!(usage.per_namespace[0].keys.used, 1);
 }
 
-#[tokio::test]
-async fn concurrent_revision_checked_increments_lose_nothing() {
-    let db = TestDb::new().await;
-    let service = db.service();
+async fn concurrent_revision_checked_increments_lose_nothing(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
     let call = granted("t", "i");
     service
         .put(&call, "c", "n", "0", &PutOptions::default())
@@ -399,10 +396,9 @@ async fn unreachable_database_is_unavailable() {
 }
 
 /// Keys that look like SQL or LIKE patterns are stored and listed literally.
-#[tokio::test]
-async fn hostile_looking_keys_are_data() {
-    let db = TestDb::new().await;
-    let service = db.service();
+async fn hostile_looking_keys_are_data(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
     let call = granted("t", "i");
     let keys = [
         "'; DROP TABLE ext_storage_records; --",
@@ -432,3 +428,10 @@ async fn hostile_looking_keys_are_data() {
         assert_eq!(page.entries.len(), 1, "prefix {k:?}");
     }
 }
+
+on_both_engines!(
+    tenants_and_installs_are_scoped,
+    concurrent_if_absent_has_one_winner,
+    concurrent_revision_checked_increments_lose_nothing,
+    hostile_looking_keys_are_data,
+);

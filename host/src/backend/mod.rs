@@ -3,6 +3,7 @@
 //! apply, TTL arithmetic) is decided by the service before a backend is called.
 
 pub mod postgres;
+pub mod sqlite;
 
 use std::time::SystemTime;
 

@@ -1,0 +1,575 @@
+//! Writes of the embedded store: each one immediate transaction doing what the PostgreSQL
+//! functions do (migrations/0002): preconditions, records, TTL sweep, counters with quotas, and
+//! an audit row per mutation. A refusal returns before commit, so nothing of it remains.
+
+use std::time::SystemTime;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use super::{db_error, micros};
+use crate::backend::{CounterChange, CounterDrift, DriftScope, WriteBatch, WriteOutcome};
+use crate::context::CallContext;
+use crate::error::{BulkError, Quota, StorageError};
+use crate::limits::Limits;
+use crate::model::{Precondition, WriteResult};
+
+/// One audit row.
+struct Audit<'a> {
+    namespace: Option<&'a str>,
+    key: Option<&'a str>,
+    operation: &'a str,
+    actor: &'a str,
+    revision: Option<i64>,
+    bytes: i64,
+}
+
+fn audit(
+    tx: &Transaction<'_>,
+    ctx: &CallContext,
+    row: Audit<'_>,
+    now: SystemTime,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO audit (tenant_id, install_id, extension_id, namespace, key, operation, \
+         actor, revision, bytes, request_id, occurred_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        ctx.tenant_id,
+        ctx.install_id,
+        ctx.extension_id,
+        row.namespace,
+        row.key,
+        row.operation,
+        row.actor,
+        row.revision,
+        row.bytes,
+        ctx.request_id,
+        micros(now)
+    ])?;
+    Ok(())
+}
+
+/// The current state of a key: (revision, size, expired).
+fn current(
+    tx: &Transaction<'_>,
+    ctx: &CallContext,
+    namespace: &str,
+    key: &str,
+    now: SystemTime,
+) -> rusqlite::Result<Option<(i64, i64, bool)>> {
+    tx.prepare_cached(
+        "SELECT revision, size_bytes, expires_at FROM records \
+         WHERE tenant_id = ?1 AND install_id = ?2 AND namespace = ?3 AND key = ?4",
+    )?
+    .query_row(
+        params![ctx.tenant_id, ctx.install_id, namespace, key],
+        |row| {
+            let expires_at: Option<i64> = row.get(2)?;
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                expires_at.is_some_and(|e| e <= micros(now)),
+            ))
+        },
+    )
+    .optional()
+}
+
+pub fn put(
+    conn: &mut Connection,
+    ctx: &CallContext,
+    batch: &WriteBatch<'_>,
+) -> Result<WriteOutcome, BulkError> {
+    let whole = |e: rusqlite::Error| BulkError::whole(db_error(e));
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(whole)?;
+    let ns = batch.namespace;
+    let now = batch.now;
+    let current_schema: Option<u32> = tx
+        .prepare_cached(
+            "SELECT max(version) FROM schemas \
+             WHERE tenant_id = ?1 AND install_id = ?2 AND namespace = ?3",
+        )
+        .and_then(|mut s| s.query_row(params![ctx.tenant_id, ctx.install_id, ns], |r| r.get(0)))
+        .map_err(whole)?;
+    if current_schema != batch.schema_version {
+        // The service reloads the schema and validates again.
+        return Err(BulkError::whole(StorageError::SchemaMismatch {
+            expected: batch.schema_version.unwrap_or(0),
+            current: current_schema,
+        }));
+    }
+
+    let (mut delta_keys, mut delta_bytes) = (0i64, 0i64);
+    let mut results = Vec::with_capacity(batch.items.len());
+    for (index, item) in batch.items.iter().enumerate() {
+        let state = current(&tx, ctx, ns, item.key, now).map_err(whole)?;
+        let visible = state.filter(|(_, _, expired)| !expired).map(|(r, _, _)| r);
+        let refused = match item.precondition {
+            Precondition::None => false,
+            Precondition::Absent => visible.is_some(),
+            Precondition::Revision(r) => visible != Some(r as i64),
+        };
+        if refused {
+            return Err(BulkError::at(
+                index,
+                StorageError::RevisionConflict {
+                    key: item.key.to_owned(),
+                    current_revision: visible.map(|r| r as u64),
+                },
+            ));
+        }
+        let size = item.size_bytes as i64;
+        let expires_at = item.expires_at.map(micros);
+        let (revision, created) = match state {
+            Some((old_revision, old_size, expired)) => {
+                let revision = if expired { 1 } else { old_revision + 1 };
+                tx.prepare_cached(
+                    "UPDATE records SET value = ?5, metadata = ?6, revision = ?7, \
+                     schema_version = ?8, size_bytes = ?9, expires_at = ?10, \
+                     created_at = CASE WHEN ?11 THEN ?12 ELSE created_at END, updated_at = ?12 \
+                     WHERE tenant_id = ?1 AND install_id = ?2 AND namespace = ?3 AND key = ?4",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        ctx.tenant_id,
+                        ctx.install_id,
+                        ns,
+                        item.key,
+                        item.value,
+                        item.metadata,
+                        revision,
+                        batch.schema_version,
+                        size,
+                        expires_at,
+                        expired,
+                        micros(now)
+                    ])
+                })
+                .map_err(whole)?;
+                delta_bytes += size - old_size;
+                (revision, expired)
+            }
+            None => {
+                tx.prepare_cached(
+                    "INSERT INTO records (tenant_id, install_id, namespace, key, value, metadata, \
+                     revision, schema_version, size_bytes, expires_at, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, ?9, ?10, ?10)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        ctx.tenant_id,
+                        ctx.install_id,
+                        ns,
+                        item.key,
+                        item.value,
+                        item.metadata,
+                        batch.schema_version,
+                        size,
+                        expires_at,
+                        micros(now)
+                    ])
+                })
+                .map_err(whole)?;
+                delta_keys += 1;
+                delta_bytes += size;
+                (1, true)
+            }
+        };
+        let row = Audit {
+            namespace: Some(ns),
+            key: Some(item.key),
+            operation: "put",
+            actor: &ctx.actor,
+            revision: Some(revision),
+            bytes: size,
+        };
+        audit(&tx, ctx, row, now).map_err(whole)?;
+        results.push(WriteResult {
+            key: item.key.to_owned(),
+            revision: revision as u64,
+            created,
+        });
+    }
+
+    let (freed_keys, freed_bytes) = sweep(&tx, ctx, ns, now, batch.sweep_limit).map_err(whole)?;
+    delta_keys -= freed_keys;
+    delta_bytes -= freed_bytes;
+    let counters = if delta_keys != 0 || delta_bytes != 0 {
+        Some(
+            count(&tx, ctx, ns, delta_keys, delta_bytes, Some(&batch.limits))
+                .map_err(BulkError::whole)?,
+        )
+    } else {
+        None
+    };
+    tx.commit().map_err(whole)?;
+    Ok(WriteOutcome { results, counters })
+}
+
+pub fn delete(
+    conn: &mut Connection,
+    ctx: &CallContext,
+    ns: &str,
+    key: &str,
+    precondition: Precondition,
+    now: SystemTime,
+    sweep_limit: u32,
+) -> Result<bool, StorageError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_error)?;
+    let state = current(&tx, ctx, ns, key, now).map_err(db_error)?;
+    let visible = state.filter(|(_, _, expired)| !expired).map(|(r, _, _)| r);
+    let refused = match precondition {
+        Precondition::None => false,
+        Precondition::Absent => visible.is_some(),
+        Precondition::Revision(r) => visible != Some(r as i64),
+    };
+    if refused {
+        return Err(StorageError::RevisionConflict {
+            key: key.to_owned(),
+            current_revision: visible.map(|r| r as u64),
+        });
+    }
+    let (mut delta_keys, mut delta_bytes) = (0, 0);
+    if let Some((revision, size, expired)) = state {
+        tx.prepare_cached(
+            "DELETE FROM records \
+             WHERE tenant_id = ?1 AND install_id = ?2 AND namespace = ?3 AND key = ?4",
+        )
+        .and_then(|mut s| s.execute(params![ctx.tenant_id, ctx.install_id, ns, key]))
+        .map_err(db_error)?;
+        delta_keys = -1;
+        delta_bytes = -size;
+        // An expired record is removed as TTL cleanup, not as the caller's delete.
+        let row = Audit {
+            namespace: Some(ns),
+            key: Some(key),
+            operation: if expired { "expire" } else { "delete" },
+            actor: if expired { "system:ttl" } else { &ctx.actor },
+            revision: Some(revision),
+            bytes: size,
+        };
+        audit(&tx, ctx, row, now).map_err(db_error)?;
+    }
+    let (freed_keys, freed_bytes) = sweep(&tx, ctx, ns, now, sweep_limit).map_err(db_error)?;
+    delta_keys -= freed_keys;
+    delta_bytes -= freed_bytes;
+    if delta_keys != 0 || delta_bytes != 0 {
+        // Only shrinks: no quota can trip.
+        count(&tx, ctx, ns, delta_keys, delta_bytes, None)?;
+    }
+    tx.commit().map_err(db_error)?;
+    Ok(visible.is_some())
+}
+
+/// Deletes up to `limit` expired records of the namespace (audited as `system:ttl`); returns
+/// the keys and bytes freed.
+fn sweep(
+    tx: &Transaction<'_>,
+    ctx: &CallContext,
+    ns: &str,
+    now: SystemTime,
+    limit: u32,
+) -> rusqlite::Result<(i64, i64)> {
+    let expired: Vec<(String, i64, i64)> = tx
+        .prepare_cached(
+            "SELECT key, revision, size_bytes FROM records \
+             WHERE tenant_id = ?1 AND install_id = ?2 AND namespace = ?3 \
+               AND expires_at IS NOT NULL AND expires_at <= ?4 \
+             ORDER BY expires_at LIMIT ?5",
+        )?
+        .query_map(
+            params![ctx.tenant_id, ctx.install_id, ns, micros(now), limit],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )?
+        .collect::<Result<_, _>>()?;
+    let (mut keys, mut bytes) = (0, 0);
+    for (key, revision, size) in &expired {
+        tx.prepare_cached(
+            "DELETE FROM records \
+             WHERE tenant_id = ?1 AND install_id = ?2 AND namespace = ?3 AND key = ?4",
+        )?
+        .execute(params![ctx.tenant_id, ctx.install_id, ns, key])?;
+        let row = Audit {
+            namespace: Some(ns),
+            key: Some(key),
+            operation: "expire",
+            actor: "system:ttl",
+            revision: Some(*revision),
+            bytes: *size,
+        };
+        audit(tx, ctx, row, now)?;
+        keys += 1;
+        bytes += size;
+    }
+    Ok((keys, bytes))
+}
+
+/// Applies a change to the namespace and install counters and, on growth, enforces `limits`.
+fn count(
+    tx: &Transaction<'_>,
+    ctx: &CallContext,
+    ns: &str,
+    delta_keys: i64,
+    delta_bytes: i64,
+    limits: Option<&Limits>,
+) -> Result<CounterChange, StorageError> {
+    let (old_keys, old_ns_bytes): (i64, i64) = tx
+        .prepare_cached(
+            "SELECT key_count, byte_count FROM namespace_usage \
+             WHERE tenant_id = ?1 AND install_id = ?2 AND namespace = ?3",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![ctx.tenant_id, ctx.install_id, ns], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+        })
+        .map_err(db_error)?
+        .unwrap_or((0, 0));
+    let keys = old_keys + delta_keys;
+    tx.prepare_cached(
+        "INSERT INTO namespace_usage (tenant_id, install_id, namespace, key_count, byte_count) \
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO UPDATE \
+         SET key_count = excluded.key_count, byte_count = excluded.byte_count",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            ctx.tenant_id,
+            ctx.install_id,
+            ns,
+            keys,
+            old_ns_bytes + delta_bytes
+        ])
+    })
+    .map_err(db_error)?;
+    let exceeded = |quota, limit: u64, usage: i64| StorageError::QuotaExceeded {
+        quota,
+        limit,
+        usage: usage.max(0) as u64,
+    };
+    if let Some(limits) = limits
+        && delta_keys > 0
+        && keys > limits.max_keys_per_namespace.min(i64::MAX as u64) as i64
+    {
+        return Err(exceeded(
+            Quota::KeysPerNamespace,
+            limits.max_keys_per_namespace,
+            old_keys,
+        ));
+    }
+    let namespaces_delta = match (old_keys, keys) {
+        (0, k) if k > 0 => 1,
+        (o, 0) if o > 0 => -1,
+        _ => 0,
+    };
+    let (old_namespaces, old_bytes): (i64, i64) = tx
+        .prepare_cached(
+            "SELECT namespace_count, byte_count FROM install_usage \
+             WHERE tenant_id = ?1 AND install_id = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![ctx.tenant_id, ctx.install_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+        })
+        .map_err(db_error)?
+        .unwrap_or((0, 0));
+    let (namespaces, total_bytes) = (old_namespaces + namespaces_delta, old_bytes + delta_bytes);
+    tx.prepare_cached(
+        "INSERT INTO install_usage (tenant_id, install_id, namespace_count, byte_count) \
+         VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO UPDATE \
+         SET namespace_count = excluded.namespace_count, byte_count = excluded.byte_count",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            ctx.tenant_id,
+            ctx.install_id,
+            namespaces,
+            total_bytes
+        ])
+    })
+    .map_err(db_error)?;
+    if let Some(limits) = limits {
+        if namespaces_delta > 0 && namespaces > limits.max_namespaces.min(i64::MAX as u64) as i64 {
+            return Err(exceeded(
+                Quota::Namespaces,
+                limits.max_namespaces,
+                namespaces - 1,
+            ));
+        }
+        if delta_bytes > 0 && total_bytes > limits.max_total_bytes.min(i64::MAX as u64) as i64 {
+            return Err(exceeded(
+                Quota::TotalBytes,
+                limits.max_total_bytes,
+                old_bytes,
+            ));
+        }
+    }
+    Ok(CounterChange {
+        namespace_keys: keys.max(0) as u64,
+        namespace_keys_delta: delta_keys,
+        total_bytes: total_bytes.max(0) as u64,
+        total_bytes_delta: delta_bytes,
+        namespaces: namespaces.max(0) as u64,
+        namespaces_delta,
+    })
+}
+
+pub fn register_schema(
+    conn: &mut Connection,
+    ctx: &CallContext,
+    ns: &str,
+    document: &str,
+    now: SystemTime,
+) -> Result<u32, StorageError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_error)?;
+    let version: u32 = tx
+        .query_row(
+            "SELECT coalesce(max(version), 0) + 1 FROM schemas \
+             WHERE tenant_id = ?1 AND install_id = ?2 AND namespace = ?3",
+            params![ctx.tenant_id, ctx.install_id, ns],
+            |r| r.get(0),
+        )
+        .map_err(db_error)?;
+    tx.execute(
+        "INSERT INTO schemas (tenant_id, install_id, namespace, version, schema, registered_by, \
+         registered_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            ctx.tenant_id,
+            ctx.install_id,
+            ns,
+            version,
+            document,
+            ctx.actor,
+            micros(now)
+        ],
+    )
+    .map_err(db_error)?;
+    let row = Audit {
+        namespace: Some(ns),
+        key: None,
+        operation: "schema-register",
+        actor: &ctx.actor,
+        revision: Some(i64::from(version)),
+        bytes: document.len() as i64,
+    };
+    audit(&tx, ctx, row, now).map_err(db_error)?;
+    tx.commit().map_err(db_error)?;
+    Ok(version)
+}
+
+pub fn recount(
+    conn: &mut Connection,
+    ctx: &CallContext,
+    apply: bool,
+    now: SystemTime,
+) -> Result<Vec<CounterDrift>, StorageError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_error)?;
+    // (namespace, counted keys, actual keys, counted bytes, actual bytes), namespace order.
+    let rows: Vec<(String, i64, i64, i64, i64)> = tx
+        .prepare(
+            "SELECT n.namespace, coalesce(u.key_count, 0), coalesce(a.keys, 0), \
+                    coalesce(u.byte_count, 0), coalesce(a.bytes, 0) \
+               FROM (SELECT namespace FROM records WHERE tenant_id = ?1 AND install_id = ?2 \
+                     UNION \
+                     SELECT namespace FROM namespace_usage WHERE tenant_id = ?1 AND install_id = ?2) n \
+               LEFT JOIN (SELECT namespace, count(*) AS keys, sum(size_bytes) AS bytes FROM records \
+                           WHERE tenant_id = ?1 AND install_id = ?2 GROUP BY namespace) a \
+                      ON a.namespace = n.namespace \
+               LEFT JOIN namespace_usage u ON u.tenant_id = ?1 AND u.install_id = ?2 \
+                      AND u.namespace = n.namespace \
+              ORDER BY n.namespace",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![ctx.tenant_id, ctx.install_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect()
+        })
+        .map_err(db_error)?;
+    let mut drift = Vec::new();
+    let (mut namespaces, mut bytes) = (0i64, 0i64);
+    for (ns, counted_keys, actual_keys, counted_bytes, actual_bytes) in rows {
+        if actual_keys > 0 {
+            namespaces += 1;
+        }
+        bytes += actual_bytes;
+        if counted_keys == actual_keys && counted_bytes == actual_bytes {
+            continue;
+        }
+        if apply {
+            tx.execute(
+                "INSERT INTO namespace_usage (tenant_id, install_id, namespace, key_count, \
+                 byte_count) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO UPDATE \
+                 SET key_count = excluded.key_count, byte_count = excluded.byte_count",
+                params![ctx.tenant_id, ctx.install_id, ns, actual_keys, actual_bytes],
+            )
+            .map_err(db_error)?;
+            let row = Audit {
+                namespace: Some(&ns),
+                key: None,
+                operation: "counter-repair",
+                actor: &ctx.actor,
+                revision: None,
+                bytes: actual_bytes - counted_bytes,
+            };
+            audit(&tx, ctx, row, now).map_err(db_error)?;
+        }
+        drift.push(CounterDrift {
+            scope: DriftScope::Namespace(ns),
+            counted_keys,
+            actual_keys,
+            counted_bytes,
+            actual_bytes,
+        });
+    }
+    let (counted_namespaces, counted_bytes): (i64, i64) = tx
+        .query_row(
+            "SELECT namespace_count, byte_count FROM install_usage \
+             WHERE tenant_id = ?1 AND install_id = ?2",
+            params![ctx.tenant_id, ctx.install_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(db_error)?
+        .unwrap_or((0, 0));
+    if counted_namespaces != namespaces || counted_bytes != bytes {
+        if apply {
+            tx.execute(
+                "INSERT INTO install_usage (tenant_id, install_id, namespace_count, byte_count) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO UPDATE \
+                 SET namespace_count = excluded.namespace_count, byte_count = excluded.byte_count",
+                params![ctx.tenant_id, ctx.install_id, namespaces, bytes],
+            )
+            .map_err(db_error)?;
+            let row = Audit {
+                namespace: None,
+                key: None,
+                operation: "counter-repair",
+                actor: &ctx.actor,
+                revision: None,
+                bytes: bytes - counted_bytes,
+            };
+            audit(&tx, ctx, row, now).map_err(db_error)?;
+        }
+        drift.push(CounterDrift {
+            scope: DriftScope::Install,
+            counted_keys: counted_namespaces,
+            actual_keys: namespaces,
+            counted_bytes,
+            actual_bytes: bytes,
+        });
+    }
+    tx.commit().map_err(db_error)?;
+    Ok(drift)
+}
