@@ -201,6 +201,11 @@ impl TestStore {
         }
     }
 
+    /// The embedded store's file, for the SQLite engine.
+    pub fn sqlite_file(&self) -> Option<std::path::PathBuf> {
+        self.dir.as_ref().map(|dir| dir.join("store.db"))
+    }
+
     /// The service over this store (clones share it).
     pub fn service(&self) -> StorageService {
         self.service.clone()

@@ -97,6 +97,30 @@ impl Backend for UnreachableBackend {
     async fn mark_relayed(&self, _: &str, _: &[i64], _: SystemTime) -> Result<(), StorageError> {
         panic!("backend called")
     }
+    async fn schema_versions(
+        &self,
+        _: &CallContext,
+    ) -> Result<Vec<(String, StoredSchema)>, StorageError> {
+        panic!("backend called")
+    }
+    async fn restore_records(
+        &self,
+        _: &CallContext,
+        _: &str,
+        _: &[Record],
+        _: SystemTime,
+    ) -> Result<(), StorageError> {
+        panic!("backend called")
+    }
+    async fn restore_schema(
+        &self,
+        _: &CallContext,
+        _: &str,
+        _: &StoredSchema,
+        _: SystemTime,
+    ) -> Result<bool, StorageError> {
+        panic!("backend called")
+    }
 }
 
 #[tokio::test]

@@ -59,6 +59,14 @@ pub struct StoredSchema {
     pub document: String,
 }
 
+/// The bytes a record is charged against the quotas: key, value and metadata text (what the
+/// service charges a write; restores charge the same).
+pub fn record_size(record: &Record) -> usize {
+    record.key.len()
+        + record.value.as_ref().map_or(0, String::len)
+        + record.metadata.as_ref().map_or(0, String::len)
+}
+
 /// A page request of an install's audit trail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRange {
@@ -274,6 +282,33 @@ pub trait Backend: Send + Sync + 'static {
         ids: &[i64],
         now: SystemTime,
     ) -> Result<(), StorageError>;
+
+    /// Every schema version of the install: (namespace, schema), by namespace then version.
+    async fn schema_versions(
+        &self,
+        ctx: &CallContext,
+    ) -> Result<Vec<(String, StoredSchema)>, StorageError>;
+
+    /// Restores `records` into the namespace exactly as given (revision, schema version,
+    /// expiry, timestamps), replacing records with the same keys, with an `import` audit row
+    /// each, in one transaction. Counters are left alone: the caller recounts afterwards.
+    async fn restore_records(
+        &self,
+        ctx: &CallContext,
+        namespace: &str,
+        records: &[Record],
+        now: SystemTime,
+    ) -> Result<(), StorageError>;
+
+    /// Restores a schema version unless the namespace already has that version; true when it
+    /// was added.
+    async fn restore_schema(
+        &self,
+        ctx: &CallContext,
+        namespace: &str,
+        schema: &StoredSchema,
+        now: SystemTime,
+    ) -> Result<bool, StorageError>;
 
     /// The connection pool's state, for metrics; `None` when the backend has no pool.
     fn pool_status(&self) -> Option<PoolStatus> {

@@ -4,6 +4,7 @@
 mod audit;
 pub mod cursor;
 mod schemas;
+mod transfer;
 pub mod validate;
 
 pub use audit::{AuditSink, audit_json};

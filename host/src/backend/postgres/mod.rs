@@ -6,6 +6,7 @@ mod audit;
 mod errors;
 mod json;
 pub mod migrate;
+mod restore;
 
 use std::time::SystemTime;
 
@@ -149,6 +150,34 @@ impl PgBackend {
 
 #[async_trait]
 impl Backend for PgBackend {
+    async fn schema_versions(
+        &self,
+        ctx: &CallContext,
+    ) -> Result<Vec<(String, StoredSchema)>, StorageError> {
+        self.schema_versions_query(ctx).await
+    }
+
+    async fn restore_records(
+        &self,
+        ctx: &CallContext,
+        namespace: &str,
+        records: &[Record],
+        now: SystemTime,
+    ) -> Result<(), StorageError> {
+        self.restore_records_query(ctx, namespace, records, now)
+            .await
+    }
+
+    async fn restore_schema(
+        &self,
+        ctx: &CallContext,
+        namespace: &str,
+        schema: &StoredSchema,
+        now: SystemTime,
+    ) -> Result<bool, StorageError> {
+        self.restore_schema_query(ctx, namespace, schema, now).await
+    }
+
     async fn audit_page(
         &self,
         ctx: &CallContext,

@@ -85,6 +85,33 @@ impl SqliteBackend {
 
 #[async_trait]
 impl Backend for SqliteBackend {
+    async fn schema_versions(
+        &self,
+        ctx: &CallContext,
+    ) -> Result<Vec<(String, StoredSchema)>, StorageError> {
+        read::schema_versions(&self.lock(), ctx)
+    }
+
+    async fn restore_records(
+        &self,
+        ctx: &CallContext,
+        namespace: &str,
+        records: &[Record],
+        now: SystemTime,
+    ) -> Result<(), StorageError> {
+        write::restore_records(&mut self.lock(), ctx, namespace, records, now)
+    }
+
+    async fn restore_schema(
+        &self,
+        ctx: &CallContext,
+        namespace: &str,
+        schema: &StoredSchema,
+        now: SystemTime,
+    ) -> Result<bool, StorageError> {
+        write::restore_schema(&mut self.lock(), ctx, namespace, schema, now)
+    }
+
     async fn get(
         &self,
         ctx: &CallContext,

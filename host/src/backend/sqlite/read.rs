@@ -216,3 +216,27 @@ fn audit_record(row: &Row<'_>) -> rusqlite::Result<AuditRecord> {
         occurred_at: time(row.get(11)?),
     })
 }
+
+pub fn schema_versions(
+    conn: &Connection,
+    ctx: &CallContext,
+) -> Result<Vec<(String, StoredSchema)>, StorageError> {
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT namespace, version, schema FROM schemas \
+             WHERE tenant_id = ?1 AND install_id = ?2 ORDER BY namespace, version",
+        )
+        .map_err(db_error)?;
+    let rows = statement
+        .query_map(params![ctx.tenant_id, ctx.install_id], |row| {
+            Ok((
+                row.get(0)?,
+                StoredSchema {
+                    version: row.get(1)?,
+                    document: row.get(2)?,
+                },
+            ))
+        })
+        .map_err(db_error)?;
+    rows.collect::<Result<_, _>>().map_err(db_error)
+}

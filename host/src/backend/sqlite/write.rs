@@ -7,11 +7,13 @@ use std::time::SystemTime;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::{db_error, micros};
-use crate::backend::{CounterChange, CounterDrift, DriftScope, WriteBatch, WriteOutcome};
+use crate::backend::{
+    CounterChange, CounterDrift, DriftScope, StoredSchema, WriteBatch, WriteOutcome, record_size,
+};
 use crate::context::CallContext;
 use crate::error::{BulkError, Quota, StorageError};
 use crate::limits::Limits;
-use crate::model::{Precondition, WriteResult};
+use crate::model::{Precondition, Record, WriteResult};
 
 /// One audit row.
 struct Audit<'a> {
@@ -572,4 +574,96 @@ pub fn recount(
     }
     tx.commit().map_err(db_error)?;
     Ok(drift)
+}
+
+pub fn restore_records(
+    conn: &mut Connection,
+    ctx: &CallContext,
+    ns: &str,
+    records: &[Record],
+    now: SystemTime,
+) -> Result<(), StorageError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_error)?;
+    for record in records {
+        let size = record_size(record) as i64;
+        tx.prepare_cached(
+            "INSERT INTO records (tenant_id, install_id, namespace, key, value, metadata, \
+             revision, schema_version, size_bytes, expires_at, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+             ON CONFLICT DO UPDATE SET value = excluded.value, metadata = excluded.metadata, \
+             revision = excluded.revision, schema_version = excluded.schema_version, \
+             size_bytes = excluded.size_bytes, expires_at = excluded.expires_at, \
+             created_at = excluded.created_at, updated_at = excluded.updated_at",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                ctx.tenant_id,
+                ctx.install_id,
+                ns,
+                record.key,
+                record.value.as_deref().unwrap_or("null"),
+                record.metadata,
+                record.revision as i64,
+                record.schema_version,
+                size,
+                record.expires_at.map(micros),
+                micros(record.created_at),
+                micros(record.updated_at)
+            ])
+        })
+        .map_err(db_error)?;
+        let row = Audit {
+            namespace: Some(ns),
+            key: Some(&record.key),
+            operation: "import",
+            actor: &ctx.actor,
+            revision: Some(record.revision as i64),
+            bytes: size,
+        };
+        audit(&tx, ctx, row, now).map_err(db_error)?;
+    }
+    tx.commit().map_err(db_error)
+}
+
+pub fn restore_schema(
+    conn: &mut Connection,
+    ctx: &CallContext,
+    ns: &str,
+    schema: &StoredSchema,
+    now: SystemTime,
+) -> Result<bool, StorageError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_error)?;
+    let added = tx
+        .execute(
+            "INSERT INTO schemas (tenant_id, install_id, namespace, version, schema, \
+             registered_by, registered_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             ON CONFLICT DO NOTHING",
+            params![
+                ctx.tenant_id,
+                ctx.install_id,
+                ns,
+                schema.version,
+                schema.document,
+                ctx.actor,
+                micros(now)
+            ],
+        )
+        .map_err(db_error)?;
+    if added == 1 {
+        let row = Audit {
+            namespace: Some(ns),
+            key: None,
+            operation: "schema-import",
+            actor: &ctx.actor,
+            revision: Some(i64::from(schema.version)),
+            bytes: schema.document.len() as i64,
+        };
+        audit(&tx, ctx, row, now).map_err(db_error)?;
+    }
+    tx.commit().map_err(db_error)?;
+    Ok(added == 1)
 }

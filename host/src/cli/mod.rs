@@ -1,5 +1,8 @@
-//! The `alga-storage` command line: migrations and running components with storage attached.
+//! The `alga-storage` command line: the one front door — serve the gateway, run components,
+//! migrations, tokens, schemas, usage, audit, export and import.
 //! Lives in the library so tests drive exactly what the binary runs.
+
+mod transfer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,8 +13,9 @@ use axum::http::HeaderValue;
 use clap::{Parser, Subcommand};
 use tokio_postgres::NoTls;
 
-use crate::backend::DriftScope;
 use crate::backend::postgres::{DEFAULT_POOL_SIZE, PgBackend, migrate};
+use crate::backend::sqlite::SqliteBackend;
+use crate::backend::{Backend, DriftScope};
 use crate::http::auth::{TokenClaims, TokenKey, TokenVerifier};
 use crate::http::{API_BASE, Gateway, GatewayConfig};
 use crate::model::AuditQuery;
@@ -22,11 +26,30 @@ use crate::{CallContext, STORAGE_CAPABILITY, STORAGE_READ_CAPABILITY, StorageSer
 
 /// Durable, multi-tenant storage for platform extensions.
 #[derive(Debug, Parser)]
-#[command(name = "alga-storage", version, about)]
+#[command(
+    name = "alga-storage",
+    version,
+    about = "Durable, multi-tenant storage for platform extensions: the REST gateway, components \
+             with storage attached, and the operator's tools.",
+    after_help = "Getting started: `alga-storage serve --demo` serves the embedded store \
+                  (./alga-storage.db) and prints a token and curl lines to try.\n\
+                  Add --database-url postgres://… to any command to use PostgreSQL instead."
+)]
 pub struct Cli {
-    /// PostgreSQL connection URL.
-    #[arg(long, env = "DATABASE_URL", global = true)]
+    /// PostgreSQL connection URL. Without it, commands use the embedded store (`--store`).
+    /// (Its own variable, not `DATABASE_URL`: a URL meant for another program never moves the
+    /// data elsewhere by accident.)
+    #[arg(long, env = "ALGA_STORAGE_DATABASE_URL", global = true)]
     database_url: Option<String>,
+    /// The embedded store's file (SQLite), used when no --database-url is given; created on
+    /// first use.
+    #[arg(
+        long,
+        env = "ALGA_STORAGE_STORE",
+        global = true,
+        default_value = "alga-storage.db"
+    )]
+    store: PathBuf,
     /// Log format on stderr: `text` for people, `json` (one object per line, with the span
     /// fields: request id, tenant, install) for log pipelines.
     #[arg(long, env = "ALGA_STORAGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -64,11 +87,13 @@ pub fn init_logging(format: LogFormat) {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Apply, revert or inspect database migrations.
+    #[command(display_order = 11)]
     Migrate {
         #[command(subcommand)]
         action: MigrateAction,
     },
     /// Run a component's `wasi:cli/run` export with storage attached for one tenant and install.
+    #[command(display_order = 2)]
     Run {
         /// The component (`.wasm`) to run.
         component: PathBuf,
@@ -89,27 +114,40 @@ enum Command {
         args: Vec<String>,
     },
     /// Show an install's usage against its quotas (records past their TTL excluded).
+    #[command(display_order = 4)]
     Usage(InstallArgs),
     /// Check or repair an install's usage counters against its records.
+    #[command(display_order = 10)]
     Counters {
         #[command(subcommand)]
         action: CountersAction,
     },
     /// Register, review or show a namespace's JSON Schema.
+    #[command(display_order = 5)]
     Schema {
         #[command(subcommand)]
         action: SchemaAction,
     },
     /// Read an install's audit trail, prune old rows, or relay rows to the log pipeline.
+    #[command(display_order = 7)]
     Audit {
         #[command(subcommand)]
         action: AuditAction,
     },
-    /// Serve the REST gateway for extension iframes (PostgreSQL from --database-url).
+    /// Write one install's data (records with revisions and TTLs, schema versions) as NDJSON.
+    #[command(display_order = 8)]
+    Export(transfer::ExportArgs),
+    /// Load an export into an install (resumable); counters are recomputed afterwards.
+    #[command(display_order = 9)]
+    Import(transfer::ImportArgs),
+    /// Serve the REST gateway for extension iframes, `/metrics` and `/healthz`.
+    #[command(display_order = 1)]
     Serve(ServeArgs),
     /// Mint a session token for local development (the platform mints them in production).
+    #[command(display_order = 3)]
     Token(TokenArgs),
     /// Apply the storage section of an extension manifest (on install or upgrade).
+    #[command(display_order = 6)]
     Manifest {
         #[command(flatten)]
         install: InstallArgs,
@@ -162,8 +200,7 @@ struct KeyArgs {
     #[arg(
         long = "token-key",
         env = "ALGA_STORAGE_TOKEN_KEYS",
-        value_delimiter = ',',
-        required = true
+        value_delimiter = ','
     )]
     token_keys: Vec<String>,
     /// The audience tokens are minted for and must carry.
@@ -173,6 +210,10 @@ struct KeyArgs {
 
 impl KeyArgs {
     fn keys(&self) -> anyhow::Result<Vec<TokenKey>> {
+        anyhow::ensure!(
+            !self.token_keys.is_empty(),
+            "no token key: pass --token-key ID=BASE64URL-SECRET or set ALGA_STORAGE_TOKEN_KEYS"
+        );
         self.token_keys
             .iter()
             .map(|text| TokenKey::parse(text).map_err(|e| anyhow!(e)))
@@ -184,18 +225,22 @@ impl KeyArgs {
 struct ServeArgs {
     #[command(flatten)]
     keys: KeyArgs,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// Address to listen on (port 0: any free port).
+    #[arg(long, env = "ALGA_STORAGE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
     /// An origin allowed to call from a browser (repeatable), e.g. https://app.example.com.
     #[arg(long = "allow-origin")]
     allow_origins: Vec<String>,
-    /// Apply pending migrations first.
+    /// Apply pending migrations first (PostgreSQL; the embedded store migrates itself).
     #[arg(long)]
     migrate: bool,
-    /// Database connections in the pool.
+    /// Database connections in the pool (PostgreSQL).
     #[arg(long, default_value_t = DEFAULT_POOL_SIZE)]
     pool_size: usize,
+    /// Local try-out: a development key when none is given, and a token and `curl` lines for
+    /// the install `demo-tenant` / `demo-install` printed at start.
+    #[arg(long)]
+    demo: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -300,14 +345,21 @@ where
 
 /// Runs a parsed command.
 pub async fn execute(cli: Cli) -> anyhow::Result<()> {
+    let store = Store {
+        database_url: cli.database_url.clone(),
+        file: cli.store.clone(),
+    };
     let database_url = || {
-        cli.database_url
-            .clone()
-            .context("no database: pass --database-url or set DATABASE_URL")
+        cli.database_url.clone().context(
+            "this command needs PostgreSQL: pass --database-url or set ALGA_STORAGE_DATABASE_URL \
+             (the embedded store migrates itself)",
+        )
     };
     match cli.command {
         Command::Migrate { action } => migrate_command(&database_url()?, action).await,
-        Command::Serve(args) => serve_command(&database_url()?, args).await,
+        Command::Serve(args) => serve_command(&store, args).await,
+        Command::Export(args) => transfer::export(&store.open(2).await?, args).await,
+        Command::Import(args) => transfer::import(&store.open(2).await?, args).await,
         Command::Token(args) => {
             println!("{}", mint_token(&args, SystemTime::now())?);
             Ok(())
@@ -320,12 +372,10 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             migrate,
             args,
         } => {
-            let url = database_url()?;
             if migrate {
-                migrate_command(&url, MigrateAction::Up).await?;
+                migrate_command(&database_url()?, MigrateAction::Up).await?;
             }
-            let backend = PgBackend::connect(&url, DEFAULT_POOL_SIZE)?;
-            let service = StorageService::new(Arc::new(backend));
+            let service = store.open(DEFAULT_POOL_SIZE).await?;
             let runner = CommandRunner::new(service).map_err(|e| anyhow!("{e:?}"))?;
             let bytes = std::fs::read(&component)
                 .with_context(|| format!("cannot read {}", component.display()))?;
@@ -345,7 +395,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             outcome.result.map_err(|e| anyhow!("component failed: {e}"))
         }
         Command::Usage(install) => {
-            let service = connect_service(&database_url()?)?;
+            let service = store.open(2).await?;
             let call = operator_context(&install).grant(STORAGE_CAPABILITY);
             let usage = service.usage(&call).await?;
             println!(
@@ -364,7 +414,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Manifest { install, file } => {
-            let service = connect_service(&database_url()?)?;
+            let service = store.open(2).await?;
             let manifest = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let folder = file.parent().map(PathBuf::from).unwrap_or_default();
@@ -383,16 +433,16 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Schema { action } => {
-            let service = connect_service(&database_url()?)?;
+            let service = store.open(2).await?;
             schema_command(&service, action).await
         }
-        Command::Audit { action } => audit_command(&database_url()?, action).await,
+        Command::Audit { action } => audit_command(&store.open(2).await?, action).await,
         Command::Counters { action } => {
             let (install, apply) = match &action {
                 CountersAction::Check(install) => (install, false),
                 CountersAction::Repair(install) => (install, true),
             };
-            let service = connect_service(&database_url()?)?;
+            let service = store.open(2).await?;
             let drift = service.recount(&operator_context(install), apply).await?;
             if drift.is_empty() {
                 println!("counters match the records");
@@ -416,8 +466,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn audit_command(url: &str, action: AuditAction) -> anyhow::Result<()> {
-    let service = connect_service(url)?;
+async fn audit_command(service: &StorageService, action: AuditAction) -> anyhow::Result<()> {
     let from_ms = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
     match action {
         AuditAction::List {
@@ -535,13 +584,24 @@ async fn schema_command(service: &StorageService, action: SchemaAction) -> anyho
     Ok(())
 }
 
-async fn serve_command(url: &str, args: ServeArgs) -> anyhow::Result<()> {
-    if args.migrate {
+async fn serve_command(store: &Store, args: ServeArgs) -> anyhow::Result<()> {
+    if args.migrate
+        && let Some(url) = &store.database_url
+    {
         migrate_command(url, MigrateAction::Up).await?;
     }
-    let backend = PgBackend::connect(url, args.pool_size)?;
-    let service = StorageService::new(Arc::new(backend));
-    let verifier = TokenVerifier::new(args.keys.keys()?, &args.keys.audience);
+    let service = store.open(args.pool_size).await?;
+    let keys = if args.demo && args.keys.token_keys.is_empty() {
+        // Random per run: tokens of an earlier demo run stop working, as they should.
+        let secret: Vec<u8> = [uuid::Uuid::new_v4(), uuid::Uuid::new_v4()]
+            .iter()
+            .flat_map(|u| *u.as_bytes())
+            .collect();
+        vec![TokenKey::new("demo", secret).map_err(|e| anyhow!(e))?]
+    } else {
+        args.keys.keys()?
+    };
+    let verifier = TokenVerifier::new(keys.clone(), &args.keys.audience);
     let mut config = GatewayConfig::new(verifier);
     for origin in &args.allow_origins {
         HeaderValue::from_str(origin).with_context(|| format!("bad origin {origin:?}"))?;
@@ -550,14 +610,39 @@ async fn serve_command(url: &str, args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    println!(
-        "alga-storage gateway on http://{}{API_BASE}",
-        listener.local_addr()?
-    );
+    let base = format!("http://{}{API_BASE}", listener.local_addr()?);
+    println!("alga-storage gateway on {base} ({})", store.describe());
+    if args.demo {
+        print_demo(&base, &keys[0], &args.keys.audience)?;
+    }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
     crate::http::serve(listener, Gateway::new(service, config).router(), shutdown).await?;
+    Ok(())
+}
+
+/// A token for the demo install and `curl` lines that use it.
+fn print_demo(base: &str, key: &TokenKey, audience: &str) -> anyhow::Result<()> {
+    let iat = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let token = key.mint(&TokenClaims {
+        aud: audience.to_owned(),
+        sub: "demo-user".into(),
+        tenant: "demo-tenant".into(),
+        install: "demo-install".into(),
+        extension: "demo".into(),
+        caps: [STORAGE_CAPABILITY.to_owned()].into(),
+        iat,
+        exp: iat + 3600,
+        nbf: None,
+    });
+    println!("demo token (tenant demo-tenant, install demo-install, valid 1 h):\n{token}");
+    println!("try:");
+    println!(
+        "curl -sS -X PUT -H 'authorization: Bearer {token}' -H 'content-type: application/json' \
+         -d '{{\"value\":{{\"hello\":\"world\"}}}}' {base}/namespaces/demo/records/greeting"
+    );
+    println!("curl -sS -H 'authorization: Bearer {token}' {base}/namespaces/demo/records/greeting");
     Ok(())
 }
 
@@ -590,9 +675,31 @@ fn mint_token(args: &TokenArgs, now: SystemTime) -> anyhow::Result<String> {
     Ok(key.mint(&claims))
 }
 
-fn connect_service(url: &str) -> anyhow::Result<StorageService> {
-    let backend = PgBackend::connect(url, 2)?;
-    Ok(StorageService::new(Arc::new(backend)))
+/// Where a command's data lives: PostgreSQL when a URL is given, else the embedded file.
+struct Store {
+    database_url: Option<String>,
+    file: PathBuf,
+}
+
+impl Store {
+    /// A service over the store, with `pool_size` connections for PostgreSQL.
+    async fn open(&self, pool_size: usize) -> anyhow::Result<StorageService> {
+        let backend: Arc<dyn Backend> = match &self.database_url {
+            Some(url) => Arc::new(PgBackend::connect(url, pool_size)?),
+            None => Arc::new(
+                SqliteBackend::open(&self.file)
+                    .with_context(|| format!("cannot open {}", self.file.display()))?,
+            ),
+        };
+        Ok(StorageService::new(backend))
+    }
+
+    fn describe(&self) -> String {
+        match &self.database_url {
+            Some(_) => "PostgreSQL".into(),
+            None => format!("embedded store {}", self.file.display()),
+        }
+    }
 }
 
 fn operator_context(install: &InstallArgs) -> CallContext {
