@@ -1,7 +1,10 @@
 //! Runs every guest fixture against real PostgreSQL. `foreach_fixture!` names every component in
 //! `fixtures/src/bin`; a fixture without a test here fails to compile.
 
+use std::time::Duration;
+
 use alga_storage::model::AuditQuery;
+use alga_storage::wasm::command::{CommandRunner, GuestLimits, RunOptions, RunOutcome};
 use alga_storage::{CallContext, Limits};
 use alga_storage_tests::*;
 
@@ -361,5 +364,75 @@ async fn interop_on(engine: Engine) {
         .await;
         assert_success("store_interop", &outcome);
         assert_eq!(outcome.stdout.trim(), "revision 1");
+    }
+}
+
+/// A runner with tight limits for the hostile guests.
+fn tight_runner(service: alga_storage::StorageService) -> CommandRunner {
+    let limits = GuestLimits {
+        max_memory_bytes: 32 << 20,
+        max_run_time: Duration::from_millis(500),
+        ..GuestLimits::DEFAULT
+    };
+    CommandRunner::with_limits(service, limits).unwrap()
+}
+
+async fn run_with(runner: &CommandRunner, path: &str, call: CallContext) -> RunOutcome {
+    let component = runner.compile(&std::fs::read(path).unwrap()).unwrap();
+    let options = RunOptions {
+        capture_output: true,
+        ..Default::default()
+    };
+    runner.run(&component, call, &options).await.unwrap()
+}
+
+/// An endless loop is stopped by the epoch deadline; a well-behaved guest running at the same
+/// time on the same runner, and one after it, succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_loop() {
+    let store = TestStore::new(Engine::Sqlite).await;
+    let runner = tight_runner(store.service());
+    let started = std::time::Instant::now();
+    let (looped, meanwhile) = tokio::join!(
+        run_with(&runner, HOSTILE_LOOP, granted("t", "looper")),
+        run_with(&runner, STORE_ROUNDTRIP, granted("t", "neighbour")),
+    );
+    let error = looped.result.unwrap_err();
+    assert!(error.contains("interrupt"), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "stopped near its deadline"
+    );
+    assert_success("store_roundtrip beside the loop", &meanwhile);
+    let after = run_with(&runner, STORE_ROUNDTRIP, granted("t", "after")).await;
+    assert_success("store_roundtrip after the loop", &after);
+}
+
+/// Unbounded memory growth hits the instance's memory limit and traps; the host goes on.
+#[tokio::test]
+async fn hostile_memory() {
+    let store = TestStore::new(Engine::Sqlite).await;
+    let runner = tight_runner(store.service());
+    let outcome = run_with(&runner, HOSTILE_MEMORY, granted("t", "hog")).await;
+    let error = outcome.result.unwrap_err();
+    assert!(error.contains("memory"), "{error}");
+    let after = run_with(&runner, STORE_ROUNDTRIP, granted("t", "after")).await;
+    assert_success("store_roundtrip after the memory hog", &after);
+}
+
+/// Oversized and overdeep inputs through the interface are refused with `invalid-input`, on
+/// both engines. The guest needs room for a 100 MB string, so this runner allows 512 MiB.
+#[tokio::test]
+async fn hostile_inputs() {
+    for engine in ENGINES {
+        let store = TestStore::new(engine).await;
+        let limits = GuestLimits {
+            max_memory_bytes: 512 << 20,
+            ..GuestLimits::DEFAULT
+        };
+        let runner = CommandRunner::with_limits(store.service(), limits).unwrap();
+        let outcome = run_with(&runner, HOSTILE_INPUTS, granted("t", "i")).await;
+        assert_success(&format!("hostile_inputs on {engine:?}"), &outcome);
+        assert_eq!(outcome.stdout.trim(), "all refused");
     }
 }

@@ -1,8 +1,15 @@
 //! Runs `wasi:cli/command` components with storage attached: what `alga-storage run` and the
 //! conformance tests use. A Runner embeds [`super::add_to_linker`] in its own store instead.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder,
+};
 use wasmtime_wasi::p2::bindings::{Command, CommandPre};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -14,11 +21,43 @@ use crate::service::StorageService;
 /// Most output captured from one run, per stream.
 const CAPTURE_LIMIT: usize = 1024 * 1024;
 
-/// Store data of one command run: WASI plus storage.
+/// How often the engine's epoch advances: the granularity of [`GuestLimits::max_run_time`].
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// What one guest instance may consume. A component that exceeds a limit traps; the host and
+/// every other instance keep running. Runner engineers set the same limits on their own
+/// stores (see `docs/operations.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestLimits {
+    /// Most linear memory of one instance, in bytes (memory growth beyond it traps).
+    pub max_memory_bytes: usize,
+    /// Most elements of one wasm table.
+    pub max_table_elements: usize,
+    /// Most wall-clock time of one run (an epoch deadline); an endless loop traps after it.
+    pub max_run_time: Duration,
+}
+
+impl GuestLimits {
+    /// 64 MiB of memory, 20,000 table elements, 10 s per run.
+    pub const DEFAULT: GuestLimits = GuestLimits {
+        max_memory_bytes: 64 << 20,
+        max_table_elements: 20_000,
+        max_run_time: Duration::from_secs(10),
+    };
+}
+
+impl Default for GuestLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Store data of one command run: WASI plus storage, and the store's limits.
 struct RunState {
     wasi: WasiCtx,
     table: ResourceTable,
     storage: StorageCtx,
+    limits: StoreLimits,
 }
 
 impl WasiView for RunState {
@@ -70,6 +109,15 @@ pub struct CommandRunner {
     engine: Engine,
     linker: Linker<RunState>,
     service: StorageService,
+    limits: GuestLimits,
+    /// Stops the epoch ticker thread when the runner is dropped.
+    ticking: Arc<AtomicBool>,
+}
+
+impl Drop for CommandRunner {
+    fn drop(&mut self) {
+        self.ticking.store(false, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for CommandRunner {
@@ -105,9 +153,17 @@ impl std::fmt::Debug for InstantiatedCommand {
 }
 
 impl CommandRunner {
-    /// A runner whose components use `service`, with on-demand instance allocation.
+    /// A runner whose components use `service`, with on-demand instance allocation and the
+    /// default [`GuestLimits`].
     pub fn new(service: StorageService) -> wasmtime::Result<Self> {
-        Self::with_config(service, &Config::new())
+        Self::with_limits(service, GuestLimits::DEFAULT)
+    }
+
+    /// A runner with on-demand instance allocation and `limits` on every instance.
+    pub fn with_limits(service: StorageService, limits: GuestLimits) -> wasmtime::Result<Self> {
+        let mut runner = Self::with_config(service, &Config::new())?;
+        runner.limits = limits;
+        Ok(runner)
     }
 
     /// A runner with the pooling instance allocator sized for `max_instances` live instances:
@@ -127,14 +183,27 @@ impl CommandRunner {
     fn with_config(service: StorageService, config: &Config) -> wasmtime::Result<Self> {
         let mut config = config.clone();
         config.wasm_component_model(true);
+        config.epoch_interruption(true);
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         super::add_to_linker(&mut linker)?;
+        let ticking = Arc::new(AtomicBool::new(true));
+        let (ticker_engine, running) = (engine.clone(), ticking.clone());
+        std::thread::Builder::new()
+            .name("alga-storage-epoch".into())
+            .spawn(move || {
+                while running.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })?;
         Ok(Self {
             engine,
             linker,
             service,
+            limits: GuestLimits::DEFAULT,
+            ticking,
         })
     }
 
@@ -178,8 +247,17 @@ impl CommandRunner {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             storage: StorageCtx::new(self.service.clone(), call),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.max_memory_bytes)
+                .table_elements(self.limits.max_table_elements)
+                .trap_on_grow_failure(true)
+                .build(),
         };
         let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        let ticks = self.limits.max_run_time.as_millis() / EPOCH_TICK.as_millis();
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX).max(1));
+        store.epoch_deadline_trap();
         let command = prepared.pre.instantiate_async(&mut store).await?;
         Ok(InstantiatedCommand {
             store,
