@@ -11,6 +11,7 @@ use alga_storage::wasm::command::{CommandRunner, RunOptions, RunOutcome};
 use alga_storage::{CallContext, STORAGE_CAPABILITY, StorageService};
 use tokio_postgres::{Client, NoTls};
 
+pub mod cluster;
 pub mod gateway;
 
 include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));

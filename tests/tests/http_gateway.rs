@@ -985,7 +985,66 @@ async fn records_cross_between_wasm_and_rest(engine: Engine) {
     assert_eq!(outcome.stdout.trim(), "revision 1");
 }
 
+/// 32 HTTP clients race 320 creates against a 100-key quota (the gateway's limits): exactly
+/// 100 are stored and every other request is a 429 naming the quota.
+async fn quota_race_through_rest(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let limits = Limits {
+        max_keys_per_namespace: 100,
+        ..Limits::DEFAULT
+    };
+    let gw = TestGateway::start(store.service().with_limits(limits, limits), &[]).await;
+    let token = gw.token("tenant-q", "install-q");
+    let mut tasks = Vec::new();
+    for w in 0..32 {
+        let (url, token) = (gw.base.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut statuses = Vec::new();
+            for i in 0..10 {
+                let response = http
+                    .put(format!("{url}/namespaces/ns/records/w{w:02}-{i:02}"))
+                    .bearer_auth(&token)
+                    .json(&json!({"value": 1}))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap();
+                if status == 429 {
+                    assert_eq!(
+                        (
+                            body["quota"].as_str(),
+                            body["limit"].as_u64(),
+                            body["usage"].as_u64()
+                        ),
+                        (Some("keys-per-namespace"), Some(100), Some(100))
+                    );
+                }
+                statuses.push(status);
+            }
+            statuses
+        }));
+    }
+    let mut created = 0;
+    let mut refused = 0;
+    for task in tasks {
+        for status in task.await.unwrap() {
+            match status {
+                201 => created += 1,
+                429 => refused += 1,
+                other => panic!("unexpected status {other}"),
+            }
+        }
+    }
+    assert_eq!((created, refused), (100, 220));
+    let api = Api::new(&gw, Some(token));
+    let usage = api.send(Method::GET, "/usage", &[], None).await;
+    assert_eq!(usage.body["perNamespace"][0]["keys"]["used"], 100);
+}
+
 on_both_engines!(
+    quota_race_through_rest,
     revisions_map_to_etags_and_preconditions,
     keys_travel_percent_encoded_and_prefixes_are_literal,
     list_pages_with_cursors_and_keys_only,
