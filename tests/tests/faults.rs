@@ -44,7 +44,7 @@ async fn writers(
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
-                if i % 10 == 0 {
+                if i.is_multiple_of(10) {
                     let keys: Vec<String> = (0..5).map(|j| format!("bulk-{w}-{i}-{j}")).collect();
                     let items: Vec<PutItem> = keys
                         .iter()
@@ -149,7 +149,7 @@ async fn acknowledged_writes_survive_a_database_crash_and_the_pool_recovers() {
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();
 
-    let ledger = ledger.lock().unwrap();
+    let ledger = std::mem::take(&mut *ledger.lock().unwrap());
     eprintln!(
         "crash-restart: {} writes acknowledged, {} bulks, {} unavailable, {} acknowledged after",
         ledger.acked.len(),
@@ -204,7 +204,7 @@ async fn connections_killed_mid_transaction_lose_nothing_acknowledged() {
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();
 
-    let ledger = ledger.lock().unwrap();
+    let ledger = std::mem::take(&mut *ledger.lock().unwrap());
     eprintln!(
         "kills: {killed} backends terminated, {} writes acknowledged, {} bulks, {} unavailable",
         ledger.acked.len(),
