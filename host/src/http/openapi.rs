@@ -208,7 +208,7 @@ fn parameters() -> Value {
         "key": {
             "name": "key", "in": "path", "required": true,
             "description": "1–512 bytes of UTF-8 without control characters, percent-encoded.",
-            "schema": { "type": "string", "minLength": 1 }
+            "schema": { "type": "string", "minLength": 1, "pattern": "^[^\\u0000-\\u001F\\u007F]+$" }
         },
         "ifMatch": {
             "name": "If-Match", "in": "header", "required": false,

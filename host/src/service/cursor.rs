@@ -49,6 +49,11 @@ pub fn decode(cursor: &str, namespace: &str, prefix: &str) -> Result<String, Sto
             "was issued for a different namespace or prefix",
         ));
     }
+    // A list only ever issues positions inside its prefix; anything else was forged. (The
+    // page query is bounded by the prefix anyway; this refuses the forgery outright.)
+    if !decoded.after.starts_with(prefix) {
+        return Err(malformed());
+    }
     Ok(decoded.after)
 }
 
