@@ -436,3 +436,16 @@ async fn hostile_inputs() {
         assert_eq!(outcome.stdout.trim(), "all refused");
     }
 }
+
+/// Taking host resources without bound hits the instance's resource limit and traps; the host
+/// goes on.
+#[tokio::test]
+async fn hostile_resources() {
+    let store = TestStore::new(Engine::Sqlite).await;
+    let runner = tight_runner(store.service());
+    let outcome = run_with(&runner, HOSTILE_RESOURCES, granted("t", "hoarder")).await;
+    let error = outcome.result.unwrap_err();
+    assert!(error.contains("resource table"), "{error}");
+    let after = run_with(&runner, STORE_ROUNDTRIP, granted("t", "after")).await;
+    assert_success("store_roundtrip after the resource hoarder", &after);
+}

@@ -35,14 +35,17 @@ pub struct GuestLimits {
     pub max_table_elements: usize,
     /// Most wall-clock time of one run (an epoch deadline); an endless loop traps after it.
     pub max_run_time: Duration,
+    /// Most host resources (WASI streams, handles) one instance may hold at once.
+    pub max_resources: usize,
 }
 
 impl GuestLimits {
-    /// 64 MiB of memory, 20,000 table elements, 10 s per run.
+    /// 64 MiB of memory, 20,000 table elements, 10 s per run, 1,000 resources.
     pub const DEFAULT: GuestLimits = GuestLimits {
         max_memory_bytes: 64 << 20,
         max_table_elements: 20_000,
         max_run_time: Duration::from_secs(10),
+        max_resources: 1_000,
     };
 }
 
@@ -243,9 +246,11 @@ impl CommandRunner {
             wasi.inherit_stdout().inherit_stderr();
             None
         };
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(self.limits.max_resources);
         let state = RunState {
             wasi: wasi.build(),
-            table: ResourceTable::new(),
+            table,
             storage: StorageCtx::new(self.service.clone(), call),
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.limits.max_memory_bytes)
