@@ -15,4 +15,7 @@ fi
 cargo fmt --all --check
 cargo clippy --locked --workspace --exclude alga-storage-fixtures --all-targets -- -D warnings
 cargo clippy --locked --package alga-storage-fixtures --target wasm32-wasip2 --bins -- -D warnings
+# The README test runs the run command as written (`cargo run -p alga-storage`), whose feature
+# set differs from the whole workspace's; build it first so the test only starts it.
+cargo build --locked -p alga-storage
 cargo test --locked --workspace --exclude alga-storage-fixtures "$@"
