@@ -449,3 +449,18 @@ async fn hostile_resources() {
     let after = run_with(&runner, STORE_ROUNDTRIP, granted("t", "after")).await;
     assert_success("store_roundtrip after the resource hoarder", &after);
 }
+
+/// A guest waiting in the host (sleeping) is stopped by the run's time budget as well.
+#[tokio::test]
+async fn hostile_sleep() {
+    let store = TestStore::new(Engine::Sqlite).await;
+    let runner = tight_runner(store.service());
+    let started = std::time::Instant::now();
+    let outcome = run_with(&runner, HOSTILE_SLEEP, granted("t", "sleeper")).await;
+    let error = outcome.result.unwrap_err();
+    assert!(error.contains("interrupted"), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "stopped near its budget"
+    );
+}

@@ -77,6 +77,17 @@ async fn fill(service: &StorageService) {
         metadata: Some(r#"{"by":"test","n":[1,2]}"#.into()),
         ..Default::default()
     };
+    // Numbers beyond f64 must survive exactly (no re-parsing into floats on the way).
+    service
+        .put(
+            &ctx,
+            "misc",
+            "big-numbers",
+            r#"{"id":12345678901234567890123,"pi":3.141592653589793238}"#,
+            &typed,
+        )
+        .await
+        .unwrap();
     for key in ["ünï/✓ key", "a%b_c", "plain"] {
         service
             .put(
@@ -183,7 +194,7 @@ async fn postgres_to_embedded_and_back_round_trips_everything() {
     let original = snapshot(&source.service()).await;
     assert_eq!(
         original.1.iter().map(|(_, r)| r.len()).sum::<usize>(),
-        2 + 1200 + 8
+        2 + 1200 + 9
     );
 
     let export = dir.join("export.ndjson");
@@ -271,7 +282,7 @@ async fn postgres_to_embedded_and_back_round_trips_everything() {
             "",
         )
         .await;
-    assert_eq!(audit[0][0], "1210");
+    assert_eq!(audit[0][0], "1211");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -309,12 +320,31 @@ async fn an_interrupted_import_resumes_from_its_checkpoint() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("truncated"), "{error}");
-    let checkpoint: u64 = std::fs::read_to_string(format!("{out}.progress"))
-        .unwrap()
-        .trim()
-        .parse()
+    let checkpoint = std::fs::read_to_string(format!("{out}.progress")).unwrap();
+    let (line, identity) = checkpoint.trim().split_once(' ').unwrap();
+    assert_eq!(line, "700");
+    assert!(identity.starts_with("tenant-x/install-x "), "{identity}");
+
+    // The checkpoint is for this export into this install only: importing the same file into
+    // another install starts from the first line (and stops at the cut the same way); what it
+    // imported before the cut is counted.
+    let other = dir.join("other.db");
+    let other_args = vec!["--store".to_owned(), other.display().to_string()];
+    let error = cli(&other_args, &["import", "--install", "elsewhere", &out])
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("truncated"), "{error}");
+    let elsewhere = StorageService::new(std::sync::Arc::new(
+        alga_storage::backend::sqlite::SqliteBackend::open(&other).unwrap(),
+    ));
+    let partial = elsewhere
+        .usage(&granted(TENANT, "elsewhere"))
+        .await
         .unwrap();
-    assert_eq!(checkpoint, 700);
+    assert!(
+        partial.total_bytes.used > 0,
+        "the lines before the cut are counted"
+    );
 
     // The second run, on the whole file, skips the committed lines and finishes.
     std::fs::write(&export, &full).unwrap();

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::InstallArgs;
 use crate::backend::StoredSchema;
@@ -49,37 +49,83 @@ pub(super) struct ImportArgs {
     restart: bool,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase")]
-enum Line {
-    #[serde(rename_all = "camelCase")]
-    Header {
-        format: String,
-        version: u32,
-        tenant: String,
-        install: String,
-        exported_at_us: i64,
-    },
-    #[serde(rename_all = "camelCase")]
-    Schema {
-        namespace: String,
-        version: u32,
-        document: Value,
-    },
-    #[serde(rename_all = "camelCase")]
-    Record {
-        namespace: String,
-        key: String,
-        value: Value,
-        metadata: Option<Value>,
-        revision: u64,
-        schema_version: Option<u32>,
-        expires_at_us: Option<i64>,
-        created_at_us: i64,
-        updated_at_us: i64,
-    },
-    #[serde(rename_all = "camelCase")]
-    End { schemas: u64, records: u64 },
+/// One NDJSON line; `type` (header, schema, record, end) says which fields it has. Values,
+/// metadata and schema documents are carried as the JSON text they are, never re-parsed into
+/// numbers (so `12345678901234567890123` or `3.141592653589793238` survive exactly).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Line {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    format: Option<String>,
+    /// The format's version (header) or the schema's version (schema).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tenant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    install: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exported_at_us: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    document: Option<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    value: Option<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metadata: Option<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revision: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schema_version: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_at_us: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created_at_us: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    updated_at_us: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schemas: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    records: Option<u64>,
+}
+
+/// A required field of line `number`.
+fn need<T>(field: Option<T>, name: &str, number: u64) -> anyhow::Result<T> {
+    field.with_context(|| format!("line {number}: missing {name:?}"))
+}
+
+fn raw(text: &str) -> anyhow::Result<Box<RawValue>> {
+    Ok(RawValue::from_string(compact(text))?)
+}
+
+/// `text` (valid JSON) without whitespace outside strings: the stored text of an engine that
+/// pretty-prints (PostgreSQL's `jsonb` output) becomes the compact form writers send, so usage
+/// bytes recomputed after an import match, and no number is touched.
+fn compact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !c.is_whitespace() {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn micros(time: SystemTime) -> i64 {
@@ -108,6 +154,16 @@ fn operator(tenant: &str, install: &str) -> CallContext {
 
 pub(super) async fn export(service: &StorageService, args: ExportArgs) -> anyhow::Result<()> {
     let ctx = operator(&args.install.tenant, &args.install.install);
+    // The namespaces to export come from the usage counters: refuse to export from drifted
+    // ones rather than silently leave a namespace out.
+    if !service.recount(&ctx, false).await?.is_empty() {
+        bail!(
+            "the usage counters of {}/{} differ from its records; run `alga-storage counters \
+             repair` first",
+            ctx.tenant_id,
+            ctx.install_id
+        );
+    }
     let out: Box<dyn Write> = if args.output == Path::new("-") {
         Box::new(std::io::stdout().lock())
     } else {
@@ -122,19 +178,23 @@ pub(super) async fn export(service: &StorageService, args: ExportArgs) -> anyhow
         out.write_all(b"\n")?;
         Ok(())
     };
-    write(&Line::Header {
-        format: FORMAT.into(),
-        version: 1,
-        tenant: ctx.tenant_id.clone(),
-        install: ctx.install_id.clone(),
-        exported_at_us: micros(SystemTime::now()),
+    write(&Line {
+        kind: "header".into(),
+        format: Some(FORMAT.into()),
+        version: Some(1),
+        tenant: Some(ctx.tenant_id.clone()),
+        install: Some(ctx.install_id.clone()),
+        exported_at_us: Some(micros(SystemTime::now())),
+        ..Line::default()
     })?;
     let schemas = service.schema_versions(&ctx).await?;
     for (namespace, schema) in &schemas {
-        write(&Line::Schema {
-            namespace: namespace.clone(),
-            version: schema.version,
-            document: serde_json::from_str(&schema.document)?,
+        write(&Line {
+            kind: "schema".into(),
+            namespace: Some(namespace.clone()),
+            version: Some(schema.version),
+            document: Some(raw(&schema.document)?),
+            ..Line::default()
         })?;
     }
     let namespaces = service.namespaces(&ctx).await?;
@@ -155,9 +215,11 @@ pub(super) async fn export(service: &StorageService, args: ExportArgs) -> anyhow
             }
         }
     }
-    write(&Line::End {
-        schemas: schemas.len() as u64,
-        records,
+    write(&Line {
+        kind: "end".into(),
+        schemas: Some(schemas.len() as u64),
+        records: Some(records),
+        ..Line::default()
     })?;
     out.flush()?;
     progress.finish_and_clear();
@@ -171,20 +233,18 @@ pub(super) async fn export(service: &StorageService, args: ExportArgs) -> anyhow
 }
 
 fn record_line(namespace: &str, record: &Record) -> anyhow::Result<Line> {
-    Ok(Line::Record {
-        namespace: namespace.to_owned(),
-        key: record.key.clone(),
-        value: serde_json::from_str(record.value.as_deref().unwrap_or("null"))?,
-        metadata: record
-            .metadata
-            .as_deref()
-            .map(serde_json::from_str)
-            .transpose()?,
-        revision: record.revision,
+    Ok(Line {
+        kind: "record".into(),
+        namespace: Some(namespace.to_owned()),
+        key: Some(record.key.clone()),
+        value: Some(raw(record.value.as_deref().unwrap_or("null"))?),
+        metadata: record.metadata.as_deref().map(raw).transpose()?,
+        revision: Some(record.revision),
         schema_version: record.schema_version,
         expires_at_us: record.expires_at.map(micros),
-        created_at_us: micros(record.created_at),
-        updated_at_us: micros(record.updated_at),
+        created_at_us: Some(micros(record.created_at)),
+        updated_at_us: Some(micros(record.updated_at)),
+        ..Line::default()
     })
 }
 
@@ -195,144 +255,77 @@ fn checkpoint_path(input: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Where an import stands: lines committed, for which target and which export.
+fn checkpoint_text(line: u64, identity: &str) -> String {
+    format!("{line} {identity}")
+}
+
 pub(super) async fn import(service: &StorageService, args: ImportArgs) -> anyhow::Result<()> {
     let file = std::fs::File::open(&args.input)
         .with_context(|| format!("cannot read {}", args.input.display()))?;
     let size = file.metadata()?.len();
-    let checkpoint = checkpoint_path(&args.input);
-    let skip: u64 = if args.restart {
-        0
-    } else {
-        std::fs::read_to_string(&checkpoint)
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .unwrap_or(0)
-    };
-    if skip > 0 {
-        eprintln!("resuming after line {skip} ({})", checkpoint.display());
-    }
     let progress = bar(size, "importing (bytes)");
     let mut lines = BufReader::new(file).lines();
-    let header = lines.next().context("the file is empty")??;
-    progress.inc(header.len() as u64 + 1);
-    let Line::Header {
-        format,
-        version,
-        tenant,
-        install,
-        ..
-    } = serde_json::from_str(&header).context("line 1 is not an export header")?
-    else {
+    let header_text = lines.next().context("the file is empty")??;
+    progress.inc(header_text.len() as u64 + 1);
+    let header: Line =
+        serde_json::from_str(&header_text).context("line 1 is not an export header")?;
+    if header.kind != "header" {
         bail!("line 1 is not an export header");
-    };
+    }
+    let (format, version) = (
+        header.format.unwrap_or_default(),
+        header.version.unwrap_or(0),
+    );
     if format != FORMAT || version != 1 {
         bail!("unsupported export format {format:?} version {version}");
     }
+    let tenant = need(header.tenant, "tenant", 1)?;
+    let install = need(header.install, "install", 1)?;
     let ctx = operator(
         args.tenant.as_deref().unwrap_or(&tenant),
         args.install.as_deref().unwrap_or(&install),
     );
 
-    let mut pending: Vec<Record> = Vec::new();
-    let mut pending_namespace = String::new();
-    let (mut schemas, mut records, mut number, mut ended) = (0u64, 0u64, 1u64, false);
-    for line in lines {
-        let line = line?;
-        number += 1;
-        progress.inc(line.len() as u64 + 1);
-        if number <= skip {
-            // Committed by the interrupted run (an end line there means it got that far).
-            ended |= line.contains(r#""type":"end""#);
-            continue;
-        }
-        let parsed: Line = serde_json::from_str(&line)
-            .with_context(|| format!("line {number} is not an export line"))?;
-        match parsed {
-            Line::Header { .. } => bail!("line {number}: a second header"),
-            Line::Schema {
-                namespace,
-                version,
-                document,
-            } => {
-                let stored = StoredSchema {
-                    version,
-                    document: document.to_string(),
-                };
-                service.restore_schema(&ctx, &namespace, &stored).await?;
-                schemas += 1;
-                std::fs::write(&checkpoint, number.to_string())?;
+    // A checkpoint counts only for the same export into the same install.
+    let identity = format!(
+        "{}/{} {}",
+        ctx.tenant_id,
+        ctx.install_id,
+        header.exported_at_us.unwrap_or(0)
+    );
+    let checkpoint = checkpoint_path(&args.input);
+    let skip = match std::fs::read_to_string(&checkpoint) {
+        Ok(text) if !args.restart => match text.trim().split_once(' ') {
+            Some((line, rest)) if rest == identity => line.parse().unwrap_or(0),
+            _ => {
+                eprintln!(
+                    "ignoring {}: it is for another export or install",
+                    checkpoint.display()
+                );
+                0
             }
-            Line::Record {
-                namespace,
-                key,
-                value,
-                metadata,
-                revision,
-                schema_version,
-                expires_at_us,
-                created_at_us,
-                updated_at_us,
-            } => {
-                if namespace != pending_namespace || pending.len() >= IMPORT_BATCH {
-                    flush(
-                        service,
-                        &ctx,
-                        &pending_namespace,
-                        &mut pending,
-                        &checkpoint,
-                        number - 1,
-                    )
-                    .await?;
-                    pending_namespace = namespace;
-                }
-                pending.push(Record {
-                    key,
-                    value: Some(value.to_string()),
-                    metadata: metadata.map(|m| m.to_string()),
-                    revision,
-                    schema_version,
-                    expires_at: expires_at_us.map(time),
-                    created_at: time(created_at_us),
-                    updated_at: time(updated_at_us),
-                });
-                records += 1;
-            }
-            Line::End {
-                schemas: expected_schemas,
-                records: expected_records,
-            } => {
-                flush(
-                    service,
-                    &ctx,
-                    &pending_namespace,
-                    &mut pending,
-                    &checkpoint,
-                    number,
-                )
-                .await?;
-                ended = true;
-                if skip == 0 && (expected_schemas, expected_records) != (schemas, records) {
-                    bail!(
-                        "the file announces {expected_schemas} schema(s) and {expected_records} \
-                         record(s) but holds {schemas} and {records}"
-                    );
-                }
-            }
-        }
+        },
+        _ => 0,
+    };
+    if skip > 0 {
+        eprintln!("resuming after line {skip} ({})", checkpoint.display());
     }
-    if !ended {
-        flush(
-            service,
-            &ctx,
-            &pending_namespace,
-            &mut pending,
-            &checkpoint,
-            number,
-        )
-        .await?;
-        bail!("the file ends without its end line: truncated? ({records} record(s) imported)");
-    }
+
+    let restored = restore_lines(
+        service,
+        &ctx,
+        lines,
+        &progress,
+        &checkpoint,
+        &identity,
+        skip,
+    )
+    .await;
+    // Counters are recomputed whether the import finished or not, so a partial import is
+    // counted (and exported) like any other data.
     let repaired = service.recount(&ctx, true).await?;
+    let (schemas, records) = restored?;
     let _ = std::fs::remove_file(&checkpoint);
     progress.finish_and_clear();
     eprintln!(
@@ -345,19 +338,110 @@ pub(super) async fn import(service: &StorageService, args: ImportArgs) -> anyhow
     Ok(())
 }
 
-/// Restores the pending records in one transaction, then records the checkpoint.
+/// Restores every line after the header; returns the schemas and records restored.
+async fn restore_lines(
+    service: &StorageService,
+    ctx: &CallContext,
+    lines: std::io::Lines<BufReader<std::fs::File>>,
+    progress: &ProgressBar,
+    checkpoint: &Path,
+    identity: &str,
+    skip: u64,
+) -> anyhow::Result<(u64, u64)> {
+    let save = |line: u64| std::fs::write(checkpoint, checkpoint_text(line, identity));
+    let mut pending: Vec<Record> = Vec::new();
+    let mut pending_namespace = String::new();
+    let (mut schemas, mut records, mut number, mut ended) = (0u64, 0u64, 1u64, false);
+    for text in lines {
+        let text = text?;
+        number += 1;
+        progress.inc(text.len() as u64 + 1);
+        let line: Line = serde_json::from_str(&text)
+            .with_context(|| format!("line {number} is not an export line"))?;
+        if number <= skip {
+            // Committed by the interrupted run.
+            ended |= line.kind == "end";
+            continue;
+        }
+        match line.kind.as_str() {
+            "schema" => {
+                let stored = StoredSchema {
+                    version: need(line.version, "version", number)?,
+                    document: need(line.document, "document", number)?.get().to_owned(),
+                };
+                let namespace = need(line.namespace, "namespace", number)?;
+                service.restore_schema(ctx, &namespace, &stored).await?;
+                schemas += 1;
+                save(number)?;
+            }
+            "record" => {
+                let namespace = need(line.namespace, "namespace", number)?;
+                if namespace != pending_namespace || pending.len() >= IMPORT_BATCH {
+                    flush(service, ctx, &pending_namespace, &mut pending).await?;
+                    save(number - 1)?;
+                    pending_namespace = namespace;
+                }
+                pending.push(Record {
+                    key: need(line.key, "key", number)?,
+                    value: Some(need(line.value, "value", number)?.get().to_owned()),
+                    metadata: line.metadata.map(|m| m.get().to_owned()),
+                    revision: need(line.revision, "revision", number)?,
+                    schema_version: line.schema_version,
+                    expires_at: line.expires_at_us.map(time),
+                    created_at: time(need(line.created_at_us, "createdAtUs", number)?),
+                    updated_at: time(need(line.updated_at_us, "updatedAtUs", number)?),
+                });
+                records += 1;
+            }
+            "end" => {
+                flush(service, ctx, &pending_namespace, &mut pending).await?;
+                save(number)?;
+                ended = true;
+                let expected = (line.schemas.unwrap_or(0), line.records.unwrap_or(0));
+                if skip == 0 && expected != (schemas, records) {
+                    bail!(
+                        "the file announces {} schema(s) and {} record(s) but holds {schemas} \
+                         and {records}",
+                        expected.0,
+                        expected.1
+                    );
+                }
+            }
+            other => bail!("line {number}: unexpected line type {other:?}"),
+        }
+    }
+    if !ended {
+        flush(service, ctx, &pending_namespace, &mut pending).await?;
+        save(number)?;
+        bail!("the file ends without its end line: truncated? ({records} record(s) imported)");
+    }
+    Ok((schemas, records))
+}
+
+/// Restores the pending records in one transaction.
 async fn flush(
     service: &StorageService,
     ctx: &CallContext,
     namespace: &str,
     pending: &mut Vec<Record>,
-    checkpoint: &Path,
-    line: u64,
 ) -> anyhow::Result<()> {
     if !pending.is_empty() {
         service.restore_records(ctx, namespace, pending).await?;
         pending.clear();
     }
-    std::fs::write(checkpoint, line.to_string())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compact;
+
+    #[test]
+    fn compacting_keeps_strings_and_numbers() {
+        assert_eq!(
+            compact(r#"{"a b": "x \" y", "n": [1, 2.50, 12345678901234567890123]}"#),
+            r#"{"a b":"x \" y","n":[1,2.50,12345678901234567890123]}"#
+        );
+        assert_eq!(compact(r#"" \\ ""#), r#"" \\ ""#);
+    }
 }

@@ -21,7 +21,8 @@ pub enum ApiError {
     /// A failed bulk put, naming its item.
     #[error(transparent)]
     Bulk(#[from] BulkError),
-    /// A precondition given in `If-Match` / `If-None-Match` failed (412, not 409).
+    /// A precondition given in `If-Match` / `If-None-Match` failed (412, not 409); always a
+    /// `revision-conflict`.
     #[error(transparent)]
     Precondition(StorageError),
     /// No valid session token.
@@ -49,10 +50,7 @@ impl ApiError {
         match self {
             ApiError::Storage(error) => storage_status(error),
             ApiError::Bulk(error) => storage_status(&error.error),
-            ApiError::Precondition(error) => match error {
-                StorageError::RevisionConflict { .. } => StatusCode::PRECONDITION_FAILED,
-                other => storage_status(other),
-            },
+            ApiError::Precondition(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NoRoute { status, .. } => *status,

@@ -129,6 +129,14 @@ async fn method_not_allowed(request: axum::extract::Request) -> ApiError {
     }
 }
 
+/// A failed `If-Match` / `If-None-Match` is a 412; every other outcome maps as usual.
+fn precondition_failed(error: StorageError) -> ApiError {
+    match error {
+        StorageError::RevisionConflict { .. } => ApiError::Precondition(error),
+        other => ApiError::Storage(other),
+    }
+}
+
 type NamespaceKey = Result<Path<(String, String)>, PathRejection>;
 type NamespaceOnly = Result<Path<String>, PathRejection>;
 
@@ -179,7 +187,7 @@ async fn put_record(
         .service
         .put(&ctx, &namespace, &key, body.value.get(), &options)
         .await
-        .map_err(ApiError::Precondition)?;
+        .map_err(precondition_failed)?;
     let status = if written.created {
         StatusCode::CREATED
     } else {
@@ -201,7 +209,7 @@ async fn delete_record(
         .service
         .delete(&ctx, &namespace, &key, precondition)
         .await
-        .map_err(ApiError::Precondition)?;
+        .map_err(precondition_failed)?;
     Ok(Json(Deleted { deleted }))
 }
 

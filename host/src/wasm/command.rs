@@ -2,7 +2,6 @@
 //! conformance tests use. A Runner embeds [`super::add_to_linker`] in its own store instead.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -23,6 +22,18 @@ const CAPTURE_LIMIT: usize = 1024 * 1024;
 
 /// How often the engine's epoch advances: the granularity of [`GuestLimits::max_run_time`].
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Most core instances, linear memories and tables per store (a component has a handful).
+const MAX_CORE_INSTANCES: usize = 64;
+const MAX_MEMORIES: usize = 4;
+const MAX_TABLES: usize = 64;
+
+/// Epoch ticks in `budget` (at least one).
+fn epoch_ticks(budget: Duration) -> u64 {
+    u64::try_from(budget.as_millis() / EPOCH_TICK.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
 
 /// What one guest instance may consume. A component that exceeds a limit traps; the host and
 /// every other instance keep running. Runner engineers set the same limits on their own
@@ -113,14 +124,8 @@ pub struct CommandRunner {
     linker: Linker<RunState>,
     service: StorageService,
     limits: GuestLimits,
-    /// Stops the epoch ticker thread when the runner is dropped.
-    ticking: Arc<AtomicBool>,
-}
-
-impl Drop for CommandRunner {
-    fn drop(&mut self) {
-        self.ticking.store(false, Ordering::Relaxed);
-    }
+    /// Keeps the epoch ticker thread alive while the runner or any of its instances exists.
+    ticker: Arc<()>,
 }
 
 impl std::fmt::Debug for CommandRunner {
@@ -146,6 +151,8 @@ pub struct InstantiatedCommand {
     store: Store<RunState>,
     command: Command,
     pipes: Option<(MemoryOutputPipe, MemoryOutputPipe)>,
+    max_run_time: Duration,
+    _ticker: Arc<()>,
 }
 
 impl std::fmt::Debug for InstantiatedCommand {
@@ -191,12 +198,12 @@ impl CommandRunner {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         super::add_to_linker(&mut linker)?;
-        let ticking = Arc::new(AtomicBool::new(true));
-        let (ticker_engine, running) = (engine.clone(), ticking.clone());
+        let ticker = Arc::new(());
+        let (ticker_engine, alive) = (engine.clone(), Arc::downgrade(&ticker));
         std::thread::Builder::new()
             .name("alga-storage-epoch".into())
             .spawn(move || {
-                while running.load(Ordering::Relaxed) {
+                while alive.strong_count() > 0 {
                     std::thread::sleep(EPOCH_TICK);
                     ticker_engine.increment_epoch();
                 }
@@ -206,7 +213,7 @@ impl CommandRunner {
             linker,
             service,
             limits: GuestLimits::DEFAULT,
-            ticking,
+            ticker,
         })
     }
 
@@ -255,19 +262,25 @@ impl CommandRunner {
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.limits.max_memory_bytes)
                 .table_elements(self.limits.max_table_elements)
+                // The memory limit is per linear memory: bound how many there can be.
+                .instances(MAX_CORE_INSTANCES)
+                .memories(MAX_MEMORIES)
+                .tables(MAX_TABLES)
                 .trap_on_grow_failure(true)
                 .build(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
-        let ticks = self.limits.max_run_time.as_millis() / EPOCH_TICK.as_millis();
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX).max(1));
+        // Instantiation has the whole budget too; `run` starts a fresh one.
+        store.set_epoch_deadline(epoch_ticks(self.limits.max_run_time));
         store.epoch_deadline_trap();
         let command = prepared.pre.instantiate_async(&mut store).await?;
         Ok(InstantiatedCommand {
             store,
             command,
             pipes,
+            max_run_time: self.limits.max_run_time,
+            _ticker: self.ticker.clone(),
         })
     }
 
@@ -288,11 +301,20 @@ impl CommandRunner {
 
 impl InstantiatedCommand {
     /// Runs the command's `wasi:cli/run` export to completion.
+    /// The run's time budget starts here: the epoch deadline stops guest code that runs too
+    /// long, and a timer stops a guest blocked in a host call (a sleep, a stream) as long.
     pub async fn run(mut self) -> wasmtime::Result<RunOutcome> {
-        let result = match self.command.wasi_cli_run().call_run(&mut self.store).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(())) => Err("the component's run returned an error".to_owned()),
-            Err(trap) => Err(format!("{trap:?}")),
+        self.store
+            .set_epoch_deadline(epoch_ticks(self.max_run_time));
+        let call = self.command.wasi_cli_run().call_run(&mut self.store);
+        let result = match tokio::time::timeout(self.max_run_time, call).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(()))) => Err("the component's run returned an error".to_owned()),
+            Ok(Err(trap)) => Err(format!("{trap:?}")),
+            Err(_) => Err(format!(
+                "interrupted: the run exceeded its {} ms budget while waiting in the host",
+                self.max_run_time.as_millis()
+            )),
         };
         let (stdout, stderr) = match self.pipes {
             Some((out, err)) => (
