@@ -340,3 +340,47 @@ pub fn assert_success(name: &str, outcome: &RunOutcome) {
         outcome.stdout
     );
 }
+
+/// A tiny deterministic generator (xorshift): randomized tests reproduce from their seed
+/// without a dependency.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next value.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A value in `0..n` (`0` when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+}
+
+/// Percent-encodes `text` as one URL path segment or query value (everything outside the
+/// unreserved set; `.` too, so keys made of dots stay inside their segment).
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// `guest-sdk/iframe`, checked to be installed and built (`scripts/test.sh` does both).
+pub fn iframe_sdk_dir() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/iframe");
+    assert!(
+        dir.join("dist/index.js").exists() && dir.join("node_modules/playwright-core").exists(),
+        "the iframe SDK is not built: run scripts/test.sh (or `npm ci && npm run build` in {})",
+        dir.display()
+    );
+    dir
+}

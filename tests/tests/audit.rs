@@ -11,18 +11,6 @@ use alga_storage::service::AuditSink;
 use alga_storage::{CallContext, Limits, StorageError, StorageService};
 use alga_storage_tests::*;
 
-/// A small deterministic generator (xorshift), so a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// What one committed mutation must leave: (operation, namespace, key, revision).
 type Expected = (String, String, String, u64);
 

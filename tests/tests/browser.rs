@@ -12,16 +12,6 @@ use axum::http::{StatusCode, header};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-fn sdk_dir() -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/iframe");
-    assert!(
-        dir.join("dist/index.js").exists() && dir.join("node_modules/playwright-core").exists(),
-        "the iframe SDK is not built: run scripts/test.sh (or `npm ci && npm run build` in {})",
-        dir.display()
-    );
-    dir
-}
-
 /// Serves a file of the SDK folder with its content type, refusing paths that leave it.
 fn file(relative: &str) -> axum::response::Response {
     use axum::response::IntoResponse;
@@ -35,7 +25,7 @@ fn read_file(relative: &str) -> Result<(&'static str, Vec<u8>), StatusCode> {
     if relative.contains("..") {
         return Err(StatusCode::BAD_REQUEST);
     }
-    let path = sdk_dir().join(relative);
+    let path = iframe_sdk_dir().join(relative);
     let kind = match path.extension().and_then(|e| e.to_str()) {
         Some("html") => "text/html; charset=utf-8",
         Some("js") => "text/javascript; charset=utf-8",
@@ -47,7 +37,7 @@ fn read_file(relative: &str) -> Result<(&'static str, Vec<u8>), StatusCode> {
 
 #[tokio::test]
 async fn iframe_sdk_in_chromium_shares_records_with_wasm() {
-    let dir = sdk_dir();
+    let dir = iframe_sdk_dir();
     let db = TestDb::new().await;
     let (tenant, install) = ("tenant-web", "install-web");
     let wasm_value = json!({"title": "from wasm ✓", "tags": ["a", "b"], "n": 1.5, "none": null});
@@ -108,8 +98,8 @@ async fn iframe_sdk_in_chromium_shares_records_with_wasm() {
     let port = gw.addr.port();
     let host_page = format!(
         "http://127.0.0.1:{port}/test/host.html?frame={}&value={}",
-        urlencode(&format!("http://localhost:{port}")),
-        urlencode(&iframe_value.to_string())
+        percent_encode(&format!("http://localhost:{port}")),
+        percent_encode(&iframe_value.to_string())
     );
     let output = tokio::process::Command::new("node")
         .args(["test/browser/run.mjs", &host_page])
@@ -173,17 +163,4 @@ async fn iframe_sdk_in_chromium_shares_records_with_wasm() {
     ];
     let outcome = run_fixture_as(db.service(), STORE_INTEROP, ctx, &read).await;
     assert_success("store_interop read", &outcome);
-}
-
-/// Percent-encodes a query value.
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

@@ -11,23 +11,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use alga_storage::http::auth::{TokenClaims, TokenKey, TokenVerifier};
 use alga_storage::limits::{MAX_JSON_DEPTH, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use alga_storage::service::{cursor, validate};
+use alga_storage_tests::Rng;
 
 const CASES: usize = 20_000;
 
-struct Rng(u64);
+/// Text generators on top of the shared generator.
+trait TextRng {
+    fn text(&mut self, max_chars: usize) -> String;
+    fn mutate(&mut self, text: &str) -> String;
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
+impl TextRng for Rng {
     /// Random text: ASCII, controls, multi-byte characters and the characters that matter to
     /// the parsers.
     fn text(&mut self, max_chars: usize) -> String {

@@ -191,7 +191,11 @@ async fn corpus_on(engine: Engine) {
         if *key == "🦀/../.." {
             continue; // dot segments are for URL parsers to resolve; reachable through list
         }
-        let url = format!("{}/namespaces/corpus/records/{}", gw.base, encode(key));
+        let url = format!(
+            "{}/namespaces/corpus/records/{}",
+            gw.base,
+            percent_encode(key)
+        );
         let body: serde_json::Value = http
             .get(&url)
             .bearer_auth(&token)
@@ -208,22 +212,14 @@ async fn corpus_on(engine: Engine) {
         );
     }
     for key in REFUSED_KEYS.iter().filter(|k| !k.is_empty()) {
-        let url = format!("{}/namespaces/corpus/records/{}", gw.base, encode(key));
+        let url = format!(
+            "{}/namespaces/corpus/records/{}",
+            gw.base,
+            percent_encode(key)
+        );
         let response = http.get(&url).bearer_auth(&token).send().await.unwrap();
         assert_eq!(response.status(), 400, "{key:?}");
     }
-}
-
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 on_both_engines!(corpus_on);

@@ -45,19 +45,6 @@ impl Reply {
     }
 }
 
-/// Percent-encodes one path segment (every byte outside the unreserved set).
-fn segment(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 impl Api {
     fn new(gateway: &TestGateway, token: Option<String>) -> Self {
         Self {
@@ -108,7 +95,7 @@ impl Api {
     }
 
     fn record(ns: &str, key: &str) -> String {
-        format!("/namespaces/{ns}/records/{}", segment(key))
+        format!("/namespaces/{ns}/records/{}", percent_encode(key))
     }
 
     async fn get(&self, ns: &str, key: &str) -> Reply {
@@ -291,7 +278,9 @@ async fn keys_travel_percent_encoded_and_prefixes_are_literal(engine: Engine) {
             (Some(*key), Some(i as u64))
         );
     }
-    let page = api.list("lit", &format!("?prefix={}", segment("a%"))).await;
+    let page = api
+        .list("lit", &format!("?prefix={}", percent_encode("a%")))
+        .await;
     let listed: Vec<&str> = page.body["entries"]
         .as_array()
         .unwrap()
@@ -303,10 +292,12 @@ async fn keys_travel_percent_encoded_and_prefixes_are_literal(engine: Engine) {
         ["a%%", "a%b"],
         "% is data, not a wildcard; byte order"
     );
-    let page = api.list("lit", &format!("?prefix={}", segment("a_"))).await;
+    let page = api
+        .list("lit", &format!("?prefix={}", percent_encode("a_")))
+        .await;
     assert_eq!(page.body["entries"].as_array().unwrap().len(), 1);
     let page = api
-        .list("lit", &format!("?prefix={}", segment("a\\")))
+        .list("lit", &format!("?prefix={}", percent_encode("a\\")))
         .await;
     assert_eq!(page.body["entries"][0]["key"], "a\\b");
 }
@@ -333,7 +324,7 @@ async fn list_pages_with_cursors_and_keys_only(engine: Engine) {
     let mut sizes = Vec::new();
     loop {
         let query = match &cursor {
-            Some(c) => format!("?limit=100&cursor={}", segment(c)),
+            Some(c) => format!("?limit=100&cursor={}", percent_encode(c)),
             None => "?limit=100".into(),
         };
         let page = api.list("pages", &query).await;
@@ -368,12 +359,15 @@ async fn list_pages_with_cursors_and_keys_only(engine: Engine) {
     // A cursor is bound to its namespace and prefix.
     let page = api.list("pages", "?limit=1").await;
     let cursor = page.body["nextCursor"].as_str().unwrap().to_owned();
-    api.list("other", &format!("?cursor={}", segment(&cursor)))
+    api.list("other", &format!("?cursor={}", percent_encode(&cursor)))
         .await
         .problem(400, "invalid-input");
-    api.list("pages", &format!("?prefix=k1&cursor={}", segment(&cursor)))
-        .await
-        .problem(400, "invalid-input");
+    api.list(
+        "pages",
+        &format!("?prefix=k1&cursor={}", percent_encode(&cursor)),
+    )
+    .await
+    .problem(400, "invalid-input");
     api.list("pages", "?cursor=forged")
         .await
         .problem(400, "invalid-input");

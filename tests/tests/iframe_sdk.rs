@@ -6,20 +6,9 @@ use alga_storage_tests::gateway::{AUDIENCE, KEY_ID, KEY_SECRET, TestGateway};
 use alga_storage_tests::*;
 use base64::Engine;
 
-/// `guest-sdk/iframe`, checked to be built.
-pub fn sdk_dir() -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/iframe");
-    assert!(
-        dir.join("dist/index.js").exists() && dir.join("node_modules").exists(),
-        "the iframe SDK is not built: run scripts/test.sh (or `npm ci && npm run build` in {})",
-        dir.display()
-    );
-    dir
-}
-
 #[tokio::test]
 async fn node_tests_pass_against_the_gateway() {
-    let dir = sdk_dir();
+    let dir = iframe_sdk_dir();
     let db = TestDb::new().await;
     let service = db.service();
     service

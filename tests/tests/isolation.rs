@@ -16,17 +16,6 @@ const CALLERS: [(&str, &str); 6] = [
     ("tenant-3", "install-b"),
 ];
 
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
-
 fn owner(caller: (&str, &str)) -> String {
     format!("{}/{}", caller.0, caller.1)
 }

@@ -551,18 +551,6 @@ async fn sweeps_are_bounded_per_request(engine: Engine) {
     assert!(service.recount(&call, false).await.unwrap().is_empty());
 }
 
-/// A tiny deterministic generator: the test is reproducible without a dependency.
-struct XorShift(u64);
-
-impl XorShift {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 async fn counters_equal_records_after_2000_random_operations(engine: Engine) {
     let store = TestStore::new(engine).await;
     let service = store.service();
@@ -579,17 +567,17 @@ async fn counters_equal_records_after_2000_random_operations(engine: Engine) {
             )
         })
         .collect();
-    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let (mut committed, mut refused) = (0, 0);
     for op in 0..2000 {
-        let call = &installs[rng.below(4) as usize];
+        let call = &installs[rng.below(4)];
         let ns = format!("ns{}", rng.below(3));
         let key = format!("k{}", rng.below(60));
-        let value = format!("\"{}\"", "v".repeat(rng.below(120) as usize));
-        let ttl = (rng.below(5) == 0).then(|| Duration::from_millis(1 + rng.below(40)));
+        let value = format!("\"{}\"", "v".repeat(rng.below(120)));
+        let ttl = (rng.below(5) == 0).then(|| Duration::from_millis(1 + rng.below(40) as u64));
         let precondition = match rng.below(6) {
             0 => Precondition::Absent,
-            1 => Precondition::Revision(1 + rng.below(3)),
+            1 => Precondition::Revision(1 + rng.below(3) as u64),
             _ => Precondition::None,
         };
         let options = PutOptions {

@@ -78,6 +78,16 @@ fn current(
     .optional()
 }
 
+/// Whether `precondition` holds for a key whose visible revision is `visible` (`None`: absent
+/// or expired).
+fn holds(precondition: Precondition, visible: Option<i64>) -> bool {
+    match precondition {
+        Precondition::None => true,
+        Precondition::Absent => visible.is_none(),
+        Precondition::Revision(r) => visible == Some(r as i64),
+    }
+}
+
 pub fn put(
     conn: &mut Connection,
     ctx: &CallContext,
@@ -109,12 +119,7 @@ pub fn put(
     for (index, item) in batch.items.iter().enumerate() {
         let state = current(&tx, ctx, ns, item.key, now).map_err(whole)?;
         let visible = state.filter(|(_, _, expired)| !expired).map(|(r, _, _)| r);
-        let refused = match item.precondition {
-            Precondition::None => false,
-            Precondition::Absent => visible.is_some(),
-            Precondition::Revision(r) => visible != Some(r as i64),
-        };
-        if refused {
+        if !holds(item.precondition, visible) {
             return Err(BulkError::at(
                 index,
                 StorageError::RevisionConflict {
@@ -225,12 +230,7 @@ pub fn delete(
         .map_err(db_error)?;
     let state = current(&tx, ctx, ns, key, now).map_err(db_error)?;
     let visible = state.filter(|(_, _, expired)| !expired).map(|(r, _, _)| r);
-    let refused = match precondition {
-        Precondition::None => false,
-        Precondition::Absent => visible.is_some(),
-        Precondition::Revision(r) => visible != Some(r as i64),
-    };
-    if refused {
+    if !holds(precondition, visible) {
         return Err(StorageError::RevisionConflict {
             key: key.to_owned(),
             current_revision: visible.map(|r| r as u64),
