@@ -23,9 +23,7 @@
 pub mod backend;
 pub mod cli;
 pub mod context;
-pub mod error;
 pub mod http;
-pub mod limits;
 pub mod manifest;
 pub mod metrics;
 pub mod model;
@@ -35,6 +33,10 @@ pub mod rollout;
 pub mod schema;
 pub mod service;
 pub mod wasm;
+
+// The I/O-free modules live in `alga-storage-core` (so they fuzz without the host's stacks);
+// they keep their paths here.
+pub use alga_storage_core::{error, limits};
 
 pub use context::{CallContext, STORAGE_CAPABILITY, STORAGE_READ_CAPABILITY};
 pub use error::{BulkError, Quota, StorageError, Violation};

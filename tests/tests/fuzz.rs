@@ -3,8 +3,10 @@
 //! reproduces; each target runs a fixed number of cases inside the test command. Properties: no
 //! panic, and whatever is accepted satisfies the contract's rules.
 //!
-//! (cargo-fuzz needs a nightly toolchain; these run on the pinned stable one. The generators
-//! mix random bytes with mutations of valid inputs so both sides of each check are reached.)
+//! The coverage-guided cargo-fuzz targets in `fuzz/` (nightly, `scripts/fuzz.sh`) check the same
+//! properties and go deeper; these seeded runs are the quick check on the pinned stable toolchain,
+//! inside `cargo test`. The generators mix random bytes with mutations of valid inputs so both
+//! sides of each check are reached.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

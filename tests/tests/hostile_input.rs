@@ -153,6 +153,12 @@ async fn corpus_on(engine: Engine) {
         "NaN",
         "[1,]",
         "\u{0}",
+        // Numbers beyond a double: PostgreSQL would write out 131,072 digits on every read.
+        "1e131072",
+        "[1e400,2]",
+        "-1e309",
+        "1e-400",
+        &"9".repeat(400),
     ] {
         let result = service
             .put(&call, "corpus", "v", value, &PutOptions::default())
@@ -165,6 +171,50 @@ async fn corpus_on(engine: Engine) {
             "{value:?}: {result:?}"
         );
     }
+    // The longest keys made of characters JSON escapes page through cursors like any others.
+    let quotes = "\"".repeat(510);
+    for i in 1..=3 {
+        let key = format!("{quotes}{i}");
+        service
+            .put(&call, "escaped", &key, "1", &PutOptions::default())
+            .await
+            .unwrap();
+    }
+    let mut paged = Vec::new();
+    let mut cursor = None;
+    loop {
+        let options = ListOptions {
+            prefix: Some(quotes.clone()),
+            cursor,
+            limit: Some(1),
+            ..Default::default()
+        };
+        let page = service.list(&call, "escaped", &options).await.unwrap();
+        paged.extend(page.entries.into_iter().map(|e| e.key));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(paged, ["1", "2", "3"].map(|i| format!("{quotes}{i}")));
+
+    // The edges of a double's range are stored, and read back as the same numbers (an engine
+    // may write them out in full).
+    let edges = "[1e308,-1.7976931348623157e308,1e-308,4.9e-308]";
+    service
+        .put(&call, "numbers", "edges", edges, &PutOptions::default())
+        .await
+        .unwrap();
+    let stored = service
+        .get(&call, "numbers", "edges")
+        .await
+        .unwrap()
+        .unwrap();
+    let read: serde_json::Value = serde_json::from_str(&stored.value.unwrap()).unwrap();
+    assert_eq!(
+        read,
+        serde_json::from_str::<serde_json::Value>(edges).unwrap()
+    );
     assert_eq!(
         service
             .list(

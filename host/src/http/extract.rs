@@ -39,7 +39,7 @@ impl FromRequestParts<Shared> for Caller {
             .verifier
             .verify(token, SystemTime::now())
             .inspect_err(|e| tracing::info!(error = %e, "token refused"))?;
-        let mut ctx = claims.context();
+        let mut ctx = CallContext::from(&claims);
         if let Some(RequestId(id)) = parts.extensions.get::<RequestId>() {
             ctx.request_id = Some(id.clone());
         }

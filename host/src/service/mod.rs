@@ -2,10 +2,10 @@
 //! Every entry point (wasm host, REST gateway, CLI) calls it; backends only execute.
 
 mod audit;
-pub mod cursor;
 mod schemas;
 mod transfer;
-pub mod validate;
+
+pub use alga_storage_core::{cursor, validate};
 
 pub use audit::{AuditSink, audit_json};
 pub use schemas::{FailingRecord, SchemaCheck};

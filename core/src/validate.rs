@@ -162,12 +162,51 @@ fn scan_json_text(field: &'static str, text: &str, max_depth: usize) -> Result<(
                     }
                 }
                 b']' | b'}' => depth = depth.saturating_sub(1),
+                b'-' | b'0'..=b'9' => {
+                    let len = bytes[i..]
+                        .iter()
+                        .take_while(|b| b.is_ascii_digit() || b"+-.eE".contains(b))
+                        .count();
+                    check_number(field, &text[i..i + len])?;
+                    i += len;
+                    continue;
+                }
                 _ => {}
             }
         }
         i += 1;
     }
     Ok(())
+}
+
+/// Largest written exponent accepted in a number (`1e308`): the double range.
+const MAX_EXPONENT: u64 = 308;
+
+/// Refuses numbers outside the range of a double. JavaScript (the iframe SDK) and most JSON
+/// libraries cannot hold them, and PostgreSQL's `jsonb` writes them out in full on every read:
+/// `1e131071` is 8 bytes in, 131,072 digits out, so an array of them would turn a 256 KiB value
+/// into gigabytes. Within the range the widest reading of a number is about 330 characters.
+/// Malformed tokens are left to the JSON parser, which reports them.
+fn check_number(field: &'static str, token: &str) -> Result<(), StorageError> {
+    let out_of_range = || {
+        StorageError::invalid(
+            field,
+            format!(
+                "has the number {token:.40}: numbers must be in the range of a double, written with exponents up to ±{MAX_EXPONENT}"
+            ),
+        )
+    };
+    if let Some(at) = token.find(['e', 'E']) {
+        let exponent = token[at + 1..].trim_start_matches(['+', '-']);
+        let exponent = exponent.trim_start_matches('0');
+        if exponent.len() > 3 || exponent.parse::<u64>().unwrap_or(0) > MAX_EXPONENT {
+            return Err(out_of_range());
+        }
+    }
+    match token.parse::<f64>() {
+        Ok(number) if number.is_infinite() => Err(out_of_range()),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -225,6 +264,29 @@ mod tests {
         assert!(json("value", "[1]", 2, DEPTH).is_err());
         let deep_ok = format!("{}{}", "[".repeat(32), "]".repeat(32));
         json("value", &deep_ok, 1000, DEPTH).unwrap();
+        for ok in [
+            "1e308",
+            "-1.7976931348623157e308",
+            "1E-308",
+            "0.000001",
+            "-0",
+            "12e+0",
+        ] {
+            json("value", ok, 100, DEPTH).unwrap();
+        }
+        // Outside a double's range: refused before PostgreSQL would expand them.
+        let huge_integer = "9".repeat(400);
+        for bad in [
+            "1e309",
+            "-1e309",
+            "1e-309",
+            "1e131072",
+            "[1e0009999]",
+            &huge_integer,
+        ] {
+            let message = json("value", bad, 1000, DEPTH).unwrap_err().to_string();
+            assert!(message.contains("range of a double"), "{bad}: {message}");
+        }
         let too_deep = format!("{}{}", "[".repeat(33), "]".repeat(33));
         let msg = json("value", &too_deep, 1000, DEPTH)
             .unwrap_err()

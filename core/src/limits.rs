@@ -1,6 +1,6 @@
 //! Limits of the contract, as named constants, and the per-install [`Limits`] built from them.
 //!
-//! Per-install limits are supplied by the embedder with each call ([`crate::CallContext::limits`]),
+//! Per-install limits are supplied by the embedder with each call (the host's `CallContext::limits`),
 //! because the embedder already holds the install's plan and manifest when it builds the context:
 //! passing them costs no query and no cache, and a change applies from the next call. The service
 //! caps them at its configured maximums (themselves capped by the contract), checks the size
@@ -27,8 +27,10 @@ pub const DEFAULT_PAGE_SIZE: u32 = 100;
 pub const MAX_BULK_ITEMS: usize = 100;
 /// Longest time-to-live a write may ask for (ten years).
 pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-/// Longest cursor accepted by `list`, in bytes; anything longer is forged.
-pub const MAX_CURSOR_BYTES: usize = 2048;
+/// Longest cursor accepted by `list`, in bytes; anything longer is forged. The longest cursor a
+/// list issues holds a 63-byte namespace and a 512-byte prefix and key made of `"` or `\\`
+/// (each escaped to two bytes in its JSON): about 2,150 bytes, 2,870 in base64.
+pub const MAX_CURSOR_BYTES: usize = 4096;
 /// Expired records a write deletes from its namespace, at most, in its own transaction.
 pub const TTL_SWEEP_BATCH: u32 = 100;
 /// Default quota: namespaces holding records, per install.

@@ -47,8 +47,10 @@ pub struct Violation {
 }
 
 /// Why a storage operation failed. Each case is a stable code shared by WIT and REST.
+///
+/// Exhaustive on purpose: the cases are the WIT `error` variant's, so a new one is a new contract
+/// version, and the host's wasm and REST mappings must stop compiling until they handle it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum StorageError {
     /// The install may not use storage.
     #[error("capability denied: {0}")]
@@ -117,7 +119,8 @@ impl StorageError {
         }
     }
 
-    pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+    /// An `invalid-input` error naming the offending field.
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
         StorageError::InvalidInput {
             field,
             message: message.into(),
