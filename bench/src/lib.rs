@@ -5,6 +5,7 @@
 pub mod raw;
 pub mod report;
 pub mod rest;
+pub mod rls;
 pub mod run;
 pub mod scaling;
 pub mod target;

@@ -1,13 +1,15 @@
 //! The raw baseline: tokio-postgres executing by hand the minimal SQL that does the same durable
 //! work as the service, on the same pool. A write is one pipelined transaction (all statements
 //! sent before any reply is awaited): the record, its counters when they change, and its audit
-//! row.
+//! row. With `scoped`, the same SQL runs behind row level security (`crate::rls`): the session's
+//! tenant and install are set first, in the same pipeline.
 
 use std::time::SystemTime;
 
 use alga_storage::model::Precondition;
 use anyhow::Context;
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Client, Pool};
+use tokio_postgres::Statement;
 use tokio_postgres::types::ToSql;
 
 use crate::target::Request;
@@ -61,37 +63,67 @@ ON CONFLICT (tenant_id, extension_install_id, namespace, key) DO UPDATE
    SET value = EXCLUDED.value, revision = r.revision + 1, size_bytes = EXCLUDED.size_bytes,
        updated_at = EXCLUDED.updated_at";
 
+/// The prepared RLS scope statement, when `scoped` (prepared before the pipeline starts, so the
+/// scope is the first statement sent).
+async fn scope_statement(client: &Client, scoped: bool) -> anyhow::Result<Option<Statement>> {
+    Ok(match scoped {
+        true => Some(client.prepare_cached(crate::rls::SCOPE).await?),
+        false => None,
+    })
+}
+
+/// Sets the RLS scope of the session; joined ahead of the operation's statements so it travels
+/// in the same pipeline.
+async fn scope(
+    client: &Client,
+    statement: &Option<Statement>,
+    req: &Request<'_>,
+) -> anyhow::Result<()> {
+    if let Some(statement) = statement {
+        client
+            .query_one(statement, &[&TENANT, &req.install])
+            .await?;
+    }
+    Ok(())
+}
+
 /// A point read.
-pub async fn get(pool: &Pool, req: &Request<'_>) -> anyhow::Result<()> {
+pub async fn get(pool: &Pool, req: &Request<'_>, scoped: bool) -> anyhow::Result<()> {
     let client = pool.get().await?;
+    let scoped = scope_statement(&client, scoped).await?;
     let statement = client.prepare_cached(GET).await?;
     let now = SystemTime::now();
-    let row = client
-        .query_opt(
-            &statement,
-            &[&TENANT, &req.install, &req.namespace, &req.key, &now],
-        )
-        .await?;
-    row.context("missing")?;
+    let params: [&(dyn ToSql + Sync); 5] = [&TENANT, &req.install, &req.namespace, &req.key, &now];
+    let (scoped, row) = tokio::join!(
+        scope(&client, &scoped, req),
+        client.query_opt(&statement, &params)
+    );
+    scoped?;
+    row?.context("missing")?;
     Ok(())
 }
 
 /// The first keyset page of 100.
-pub async fn list(pool: &Pool, req: &Request<'_>) -> anyhow::Result<()> {
+pub async fn list(pool: &Pool, req: &Request<'_>, scoped: bool) -> anyhow::Result<()> {
     let client = pool.get().await?;
+    let scoped = scope_statement(&client, scoped).await?;
     let statement = client.prepare_cached(LIST).await?;
     let now = SystemTime::now();
-    let rows = client
-        .query(&statement, &[&TENANT, &req.install, &req.namespace, &now])
-        .await?;
-    anyhow::ensure!(rows.len() > 100, "short page");
+    let params: [&(dyn ToSql + Sync); 4] = [&TENANT, &req.install, &req.namespace, &now];
+    let (scoped, rows) = tokio::join!(
+        scope(&client, &scoped, req),
+        client.query(&statement, &params)
+    );
+    scoped?;
+    anyhow::ensure!(rows?.len() > 100, "short page");
     Ok(())
 }
 
 /// An insert (with counters) or a revision-checked same-size update (counters unchanged), each
 /// with its audit row, in one pipelined transaction.
-pub async fn write(pool: &Pool, req: &Request<'_>) -> anyhow::Result<()> {
+pub async fn write(pool: &Pool, req: &Request<'_>, scoped: bool) -> anyhow::Result<()> {
     let client = pool.get().await?;
+    let scope_sql = scope_statement(&client, scoped).await?;
     let now = SystemTime::now();
     let value = req.value;
     let size = (req.key.len() + req.value.len()) as i64;
@@ -119,13 +151,15 @@ pub async fn write(pool: &Pool, req: &Request<'_>) -> anyhow::Result<()> {
                 &size,
                 &now,
             ];
-            let (begin, updated, audited, commit) = tokio::join!(
+            let (begin, scoped, updated, audited, commit) = tokio::join!(
                 client.batch_execute("BEGIN"),
+                scope(&client, &scope_sql, req),
                 client.execute(&update, &update_params),
                 client.execute(&audit, &audit_params),
                 client.batch_execute("COMMIT"),
             );
             begin?;
+            scoped?;
             anyhow::ensure!(updated? == 1, "revision conflict");
             audited?;
             commit?;
@@ -156,8 +190,9 @@ pub async fn write(pool: &Pool, req: &Request<'_>) -> anyhow::Result<()> {
                 &size,
                 &now,
             ];
-            let (begin, inserted, counted_ns, counted_install, audited, commit) = tokio::join!(
+            let (begin, scoped, inserted, counted_ns, counted_install, audited, commit) = tokio::join!(
                 client.batch_execute("BEGIN"),
+                scope(&client, &scope_sql, req),
                 client.execute(&insert, &insert_params),
                 client.execute(&namespace, &namespace_params),
                 client.execute(&install, &install_params),
@@ -165,6 +200,7 @@ pub async fn write(pool: &Pool, req: &Request<'_>) -> anyhow::Result<()> {
                 client.batch_execute("COMMIT"),
             );
             begin?;
+            scoped?;
             inserted?;
             counted_ns?;
             counted_install?;

@@ -24,6 +24,8 @@ pub enum PathKind {
     Rest,
     /// tokio-postgres executing the minimal SQL doing the same durable work by hand.
     Raw,
+    /// The raw SQL as a role held to a per-install row level security policy (`crate::rls`).
+    RawRls,
     /// One upsert statement: no precondition, counters or audit (reference only).
     Bare,
 }
@@ -52,6 +54,8 @@ pub enum Target {
     Rest(Box<crate::rest::RestTarget>),
     /// Hand-written SQL.
     Raw(Pool),
+    /// Hand-written SQL behind row level security.
+    RawRls(Pool),
     /// One upsert statement.
     Bare(Pool),
 }
@@ -83,6 +87,7 @@ impl Target {
                 Target::Rest(Box::new(crate::rest::RestTarget::start(service).await?))
             }
             PathKind::Raw => Target::Raw(backend.pool().clone()),
+            PathKind::RawRls => Target::RawRls(crate::rls::setup(url, pool_size).await?),
             PathKind::Bare => Target::Bare(backend.pool().clone()),
         })
     }
@@ -116,7 +121,8 @@ impl Target {
                 run_wasm(wasm, req.install, all).await?;
             }
             Target::Rest(rest) => rest.put(req).await?,
-            Target::Raw(pool) => crate::raw::write(pool, req).await?,
+            Target::Raw(pool) => crate::raw::write(pool, req, false).await?,
+            Target::RawRls(pool) => crate::raw::write(pool, req, true).await?,
             Target::Bare(pool) => crate::raw::bare_upsert(pool, req).await?,
         }
         Ok(())
@@ -136,7 +142,8 @@ impl Target {
                 run_wasm(wasm, req.install, args).await?;
             }
             Target::Rest(rest) => rest.get(req).await?,
-            Target::Raw(pool) | Target::Bare(pool) => crate::raw::get(pool, req).await?,
+            Target::Raw(pool) | Target::Bare(pool) => crate::raw::get(pool, req, false).await?,
+            Target::RawRls(pool) => crate::raw::get(pool, req, true).await?,
         }
         Ok(())
     }
@@ -159,7 +166,8 @@ impl Target {
                 run_wasm(wasm, req.install, args).await?;
             }
             Target::Rest(rest) => rest.list(req).await?,
-            Target::Raw(pool) | Target::Bare(pool) => crate::raw::list(pool, req).await?,
+            Target::Raw(pool) | Target::Bare(pool) => crate::raw::list(pool, req, false).await?,
+            Target::RawRls(pool) => crate::raw::list(pool, req, true).await?,
         }
         Ok(())
     }

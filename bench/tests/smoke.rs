@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use alga_storage::model::PutOptions;
+use alga_storage_bench::rls;
 use alga_storage_bench::target::PathKind;
 use alga_storage_bench::workload::{Spread, Workload};
 use alga_storage_bench::{Config, run_suite};
@@ -19,6 +21,7 @@ async fn every_configuration_runs_without_errors() {
             PathKind::Service,
             PathKind::Wasm,
             PathKind::Rest,
+            PathKind::RawRls,
         ],
         workloads: vec![
             Workload::Insert,
@@ -33,9 +36,9 @@ async fn every_configuration_runs_without_errors() {
         instantiations: 20,
     };
     let report = run_suite(&config, |_| {}).await.unwrap();
-    // 2 spreads × 6 workloads × 2 concurrencies × (raw, service, wasm, rest) + bare for 2
-    // workloads.
-    assert_eq!(report.runs.len(), 2 * 6 * 2 * 4 + 2 * 2 * 2);
+    // 2 spreads × 6 workloads × 2 concurrencies × (raw, service, wasm, rest, raw-rls) + bare
+    // for 2 workloads.
+    assert_eq!(report.runs.len(), 2 * 6 * 2 * 5 + 2 * 2 * 2);
     for run in &report.runs {
         assert!(run.ops > 0, "{run:?}");
         assert_eq!(run.errors, 0, "{run:?}");
@@ -52,4 +55,45 @@ async fn every_configuration_runs_without_errors() {
     assert!(table.contains("| Many | Insert | 4 | Service |"), "{table}");
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["runs"][0]["path"], "raw");
+}
+
+/// The RLS path measures a policy that really holds: a session scoped to one install sees and
+/// changes only that install's rows.
+#[tokio::test]
+async fn the_rls_policy_admits_only_the_scoped_install() {
+    let db = alga_storage_tests::TestDb::new_on(&alga_storage_tests::admin_url()).await;
+    let service = db.service();
+    for install in ["a", "b"] {
+        let call = alga_storage_tests::granted("t", install);
+        for key in ["k1", "k2"] {
+            let options = PutOptions::default();
+            service.put(&call, "ns", key, "1", &options).await.unwrap();
+        }
+    }
+    let pool = rls::setup(&db.url, 1).await.unwrap();
+    let client = pool.get().await.unwrap();
+    client.query_one(rls::SCOPE, &[&"t", &"a"]).await.unwrap();
+    let installs: Vec<String> = client
+        .query("SELECT extension_install_id FROM ext_storage_records", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(installs, ["a", "a"]);
+    let updated = client
+        .execute(
+            "UPDATE ext_storage_records SET revision = revision + 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated, 2, "only install a's rows");
+    let foreign = client
+        .execute(
+            "INSERT INTO ext_storage_install_usage (tenant_id, extension_install_id) VALUES ('t', 'c')",
+            &[],
+        )
+        .await;
+    assert!(foreign.is_err(), "writing another install's row is refused");
 }
