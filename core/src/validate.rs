@@ -137,15 +137,24 @@ fn scan_json_text(field: &'static str, text: &str, max_depth: usize) -> Result<(
         let b = bytes[i];
         if in_string {
             match b {
-                b'\\' => {
-                    if bytes[i + 1..].starts_with(b"u0000") {
+                b'\\' => match unicode_escape(bytes, i) {
+                    Some(0) => {
                         return Err(StorageError::invalid(
                             field,
                             "contains the escape \\u0000, which cannot be stored",
                         ));
                     }
-                    i += 1; // skip the escaped character
-                }
+                    // A high surrogate must be followed by the escape of a low one.
+                    Some(high @ 0xD800..=0xDBFF) => {
+                        match unicode_escape(bytes, i + 6) {
+                            Some(0xDC00..=0xDFFF) => i += 11, // both escapes
+                            _ => return Err(lone_surrogate(field, high)),
+                        }
+                    }
+                    Some(low @ 0xDC00..=0xDFFF) => return Err(lone_surrogate(field, low)),
+                    Some(_) => i += 5, // `\uXXXX`
+                    None => i += 1,    // a one-character escape (or a malformed one)
+                },
                 b'"' => in_string = false,
                 _ => {}
             }
@@ -177,6 +186,27 @@ fn scan_json_text(field: &'static str, text: &str, max_depth: usize) -> Result<(
         i += 1;
     }
     Ok(())
+}
+
+/// The code unit of a `\\uXXXX` escape starting at `at`, if there is one.
+fn unicode_escape(bytes: &[u8], at: usize) -> Option<u32> {
+    let escape = bytes.get(at..at + 6)?;
+    if escape[..2] != *b"\\u" {
+        return None;
+    }
+    let hex = std::str::from_utf8(&escape[2..]).ok()?;
+    u32::from_str_radix(hex, 16).ok()
+}
+
+/// A surrogate escape without its pair encodes no character; `jsonb` refuses it, and an engine
+/// that stored it would return text no JSON parser accepts.
+fn lone_surrogate(field: &'static str, unit: u32) -> StorageError {
+    StorageError::invalid(
+        field,
+        format!(
+            "contains the escape \\u{unit:04x}, half of a surrogate pair without the other half"
+        ),
+    )
 }
 
 /// Largest written exponent accepted in a number (`1e308`): the double range.
@@ -273,6 +303,18 @@ mod tests {
             "12e+0",
         ] {
             json("value", ok, 100, DEPTH).unwrap();
+        }
+        for ok in [r#""\ud83d\ude00""#, r#""\u00e9\u0041\\u""#, r#""\\ud800""#] {
+            json("value", ok, 100, DEPTH).unwrap();
+        }
+        for bad in [
+            r#""\udddd""#,
+            r#""\ud83d""#,
+            r#""\ud83dx""#,
+            r#""\ud83d\u0041""#,
+        ] {
+            let message = json("value", bad, 100, DEPTH).unwrap_err().to_string();
+            assert!(message.contains("surrogate"), "{bad}: {message}");
         }
         // Outside a double's range: refused before PostgreSQL would expand them.
         let huge_integer = "9".repeat(400);

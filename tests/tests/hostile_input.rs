@@ -153,6 +153,11 @@ async fn corpus_on(engine: Engine) {
         "NaN",
         "[1,]",
         "\u{0}",
+        // Lone UTF-16 surrogates in escapes: no character, and jsonb refuses them.
+        r#""\udddd""#,
+        r#""\ud83d""#,
+        r#"{"k\ud83d":1}"#,
+        r#""\ud83d\u0041""#,
         // Numbers beyond a double: PostgreSQL would write out 131,072 digits on every read.
         "1e131072",
         "[1e400,2]",
