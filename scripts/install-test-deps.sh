@@ -14,6 +14,7 @@ command -v npm >/dev/null || missing+=(npm)
 [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v python3 >/dev/null || missing+=(python3 python3-venv)
+command -v c++ >/dev/null || missing+=(g++) # libFuzzer (scripts/fuzz.sh) is C++
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "missing: ${missing[*]}; install them (Debian: apt-get install ${missing[*]})" >&2

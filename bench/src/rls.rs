@@ -7,8 +7,9 @@
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
-/// The role the RLS path connects as: not a superuser and not the tables' owner, so the
-/// policies apply to it.
+/// The role the RLS path acts as: not a superuser and not the tables' owner, so the policies
+/// apply to it. It cannot log in: connections log in as the harness's user and switch to it at
+/// startup (`-c role=…`), so no password is created on the server.
 const ROLE: &str = "alga_bench_rls";
 
 /// The tables of the write path; each gets the same policy.
@@ -24,7 +25,7 @@ pub const SCOPE: &str = "\
 SELECT set_config('alga.tenant_id', $1, false), set_config('alga.install_id', $2, false)";
 
 /// Creates the role and the policies in the database at `admin_url` (idempotent), and returns a
-/// pool of `size` connections as that role.
+/// pool of `size` connections acting as that role.
 pub async fn setup(admin_url: &str, size: usize) -> anyhow::Result<Pool> {
     let admin: tokio_postgres::Config = admin_url.parse()?;
     let (client, connection) = admin.connect(NoTls).await?;
@@ -32,7 +33,7 @@ pub async fn setup(admin_url: &str, size: usize) -> anyhow::Result<Pool> {
     let mut sql = format!(
         "DO $$ BEGIN
            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ROLE}') THEN
-             CREATE ROLE {ROLE} LOGIN PASSWORD '{ROLE}';
+             CREATE ROLE {ROLE} NOLOGIN;
            END IF;
          -- Roles are cluster-wide: two harnesses may create it at once.
          EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
@@ -52,7 +53,7 @@ pub async fn setup(admin_url: &str, size: usize) -> anyhow::Result<Pool> {
     client.batch_execute(&sql).await?;
 
     let mut config = admin;
-    config.user(ROLE).password(ROLE);
+    config.options(format!("-c role={ROLE}"));
     let manager = Manager::from_config(
         config,
         NoTls,

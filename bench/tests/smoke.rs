@@ -95,5 +95,10 @@ async fn the_rls_policy_admits_only_the_scoped_install() {
             &[],
         )
         .await;
-    assert!(foreign.is_err(), "writing another install's row is refused");
+    let refused = foreign.expect_err("writing another install's row is refused");
+    assert_eq!(
+        refused.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+        "{refused}"
+    );
 }

@@ -106,7 +106,10 @@ pub fn ttl(ttl: Duration) -> Result<(), StorageError> {
 }
 
 /// Checks that `text` is one JSON document of at most `max_bytes` bytes, nesting at most
-/// `max_depth` levels, that PostgreSQL's `jsonb` can store (no `\u0000`).
+/// `max_depth` levels, that PostgreSQL's `jsonb` can store and return within the same limit: no
+/// `\u0000`, no unpaired surrogate escape, numbers within a double's range, and the document
+/// still at most `max_bytes` once its numbers are written out in full (`jsonb` returns `1e300`
+/// as 301 digits).
 pub fn json(
     field: &'static str,
     text: &str,
@@ -120,18 +123,33 @@ pub fn json(
         ));
     }
     // Depth first: it is a cheap scan, and serde_json stops at its own (deeper) recursion limit.
-    scan_json_text(field, text, max_depth)?;
+    let growth = scan_json_text(field, text, max_depth)?;
+    if text.len() + growth > max_bytes {
+        return Err(StorageError::invalid(
+            field,
+            format!(
+                "reads back as {} bytes once its numbers are written out in full; at most {max_bytes} allowed",
+                text.len() + growth
+            ),
+        ));
+    }
     serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map_err(|e| StorageError::invalid(field, format!("is not valid JSON: {e}")))?;
     Ok(())
 }
 
-/// Measures nesting depth outside strings and rejects the `\u0000` escape inside them.
-/// Runs before the JSON parser, so it must tolerate malformed input (the parser reports that).
-fn scan_json_text(field: &'static str, text: &str, max_depth: usize) -> Result<(), StorageError> {
+/// Measures nesting depth outside strings, checks every number and the escapes inside strings,
+/// and returns by how many bytes the numbers grow when written out in full. Runs before the JSON
+/// parser, so it must tolerate malformed input (the parser reports that).
+fn scan_json_text(
+    field: &'static str,
+    text: &str,
+    max_depth: usize,
+) -> Result<usize, StorageError> {
     let bytes = text.as_bytes();
     let mut depth = 0usize;
     let mut in_string = false;
+    let mut growth = 0usize;
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -176,7 +194,7 @@ fn scan_json_text(field: &'static str, text: &str, max_depth: usize) -> Result<(
                         .iter()
                         .take_while(|b| b.is_ascii_digit() || b"+-.eE".contains(b))
                         .count();
-                    check_number(field, &text[i..i + len])?;
+                    growth += check_number(field, &text[i..i + len])?.saturating_sub(len);
                     i += len;
                     continue;
                 }
@@ -185,7 +203,7 @@ fn scan_json_text(field: &'static str, text: &str, max_depth: usize) -> Result<(
         }
         i += 1;
     }
-    Ok(())
+    Ok(growth)
 }
 
 /// The code unit of a `\\uXXXX` escape starting at `at`, if there is one.
@@ -210,33 +228,59 @@ fn lone_surrogate(field: &'static str, unit: u32) -> StorageError {
 }
 
 /// Largest written exponent accepted in a number (`1e308`): the double range.
-const MAX_EXPONENT: u64 = 308;
+const MAX_EXPONENT: i64 = 308;
 
-/// Refuses numbers outside the range of a double. JavaScript (the iframe SDK) and most JSON
-/// libraries cannot hold them, and PostgreSQL's `jsonb` writes them out in full on every read:
-/// `1e131071` is 8 bytes in, 131,072 digits out, so an array of them would turn a 256 KiB value
-/// into gigabytes. Within the range the widest reading of a number is about 330 characters.
-/// Malformed tokens are left to the JSON parser, which reports them.
-fn check_number(field: &'static str, token: &str) -> Result<(), StorageError> {
+/// Most digits after the decimal point PostgreSQL's `numeric` (and so `jsonb`) holds.
+const MAX_FRACTION_DIGITS: i64 = 16_383;
+
+/// Checks one number token and returns its length as `jsonb` writes it back (all digits, no
+/// exponent). Refuses numbers outside the range of a double — JavaScript (the iframe SDK) and
+/// most JSON libraries cannot hold them, and `jsonb` would write `1e131071` back as 131,072
+/// digits — and numbers with more fraction digits than `numeric` holds. Malformed tokens are
+/// left to the JSON parser, which reports them.
+fn check_number(field: &'static str, token: &str) -> Result<usize, StorageError> {
+    let refuse =
+        |why: &str| StorageError::invalid(field, format!("has the number {token:.40}…: {why}"));
     let out_of_range = || {
-        StorageError::invalid(
-            field,
-            format!(
-                "has the number {token:.40}: numbers must be in the range of a double, written with exponents up to ±{MAX_EXPONENT}"
-            ),
-        )
+        refuse(&format!(
+            "numbers must be in the range of a double, written with exponents up to ±{MAX_EXPONENT}"
+        ))
     };
-    if let Some(at) = token.find(['e', 'E']) {
-        let exponent = token[at + 1..].trim_start_matches(['+', '-']);
-        let exponent = exponent.trim_start_matches('0');
-        if exponent.len() > 3 || exponent.parse::<u64>().unwrap_or(0) > MAX_EXPONENT {
-            return Err(out_of_range());
+    let unsigned = token.strip_prefix('-').unwrap_or(token);
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        None => (unsigned, 0),
+        Some((mantissa, written)) => {
+            let digits = written
+                .trim_start_matches(['+', '-'])
+                .trim_start_matches('0');
+            let magnitude = match digits.len() {
+                0 => 0,
+                1..=3 => digits.parse::<i64>().unwrap_or(0),
+                _ => return Err(out_of_range()),
+            };
+            if magnitude > MAX_EXPONENT {
+                return Err(out_of_range());
+            }
+            let negative = written.starts_with('-');
+            (mantissa, if negative { -magnitude } else { magnitude })
         }
+    };
+    if token.parse::<f64>().is_ok_and(f64::is_infinite) {
+        return Err(out_of_range());
     }
-    match token.parse::<f64>() {
-        Ok(number) if number.is_infinite() => Err(out_of_range()),
-        _ => Ok(()),
+    let (integer, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let integer_digits = (integer.len() as i64 + exponent).max(1);
+    let fraction_digits = (fraction.len() as i64 - exponent).max(0);
+    if fraction_digits > MAX_FRACTION_DIGITS {
+        return Err(refuse(&format!(
+            "at most {MAX_FRACTION_DIGITS} digits after the decimal point can be stored"
+        )));
     }
+    let point = usize::from(fraction_digits > 0);
+    Ok(usize::from(token.starts_with('-'))
+        + integer_digits as usize
+        + point
+        + fraction_digits as usize)
 }
 
 #[cfg(test)]
@@ -302,7 +346,7 @@ mod tests {
             "-0",
             "12e+0",
         ] {
-            json("value", ok, 100, DEPTH).unwrap();
+            json("value", ok, 1000, DEPTH).unwrap();
         }
         for ok in [r#""\ud83d\ude00""#, r#""\u00e9\u0041\\u""#, r#""\\ud800""#] {
             json("value", ok, 100, DEPTH).unwrap();
@@ -316,6 +360,33 @@ mod tests {
             let message = json("value", bad, 100, DEPTH).unwrap_err().to_string();
             assert!(message.contains("surrogate"), "{bad}: {message}");
         }
+        // Digits after the point beyond what `numeric` holds, written out or by exponent.
+        let long_fraction = format!("1.{}", "0".repeat(16_384));
+        assert!(json("value", &long_fraction, 1 << 20, DEPTH).is_err());
+        let shifted = format!("0.{}1e-308", "0".repeat(16_076));
+        assert!(json("value", &shifted, 1 << 20, DEPTH).is_err());
+        json(
+            "value",
+            &format!("1.{}", "0".repeat(16_383)),
+            1 << 20,
+            DEPTH,
+        )
+        .unwrap();
+        // Small text that reads back large is measured as it reads back.
+        let zeros = format!("[{}]", vec!["0e-308"; 1000].join(","));
+        let message = json("value", &zeros, 256 * 1024, DEPTH)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("reads back as"), "{message}");
+        json(
+            "value",
+            &format!("[{}]", ["0e-308"; 10].join(",")),
+            4000,
+            DEPTH,
+        )
+        .unwrap();
+        assert!(json("value", "[1e3]", 6, DEPTH).is_ok()); // "[1000]" is 6 bytes…
+        assert!(json("value", "[1e4]", 6, DEPTH).is_err()); // …"[10000]" is 7
         // Outside a double's range: refused before PostgreSQL would expand them.
         let huge_integer = "9".repeat(400);
         for bad in [

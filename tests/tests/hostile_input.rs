@@ -164,6 +164,10 @@ async fn corpus_on(engine: Engine) {
         "-1e309",
         "1e-400",
         &"9".repeat(400),
+        // More fraction digits than `numeric` holds (PostgreSQL answered 22003, a 500).
+        &format!("1.{}", "0".repeat(16_384)),
+        // 7 KB of text that PostgreSQL would return as 310 KB.
+        &format!("[{}]", vec!["0e-308"; 1000].join(",")),
     ] {
         let result = service
             .put(&call, "corpus", "v", value, &PutOptions::default())
