@@ -1,7 +1,8 @@
-//! Session tokens. The first byte picks the mode: the rest is either a whole token from outside
-//! (which must never verify unless it is correctly signed), or a header and claims that the
-//! target signs itself, so the fuzzer reaches the JSON decoding and every claims check behind the
-//! signature. Whatever verifies satisfies the audience, lifetime and validity rules.
+//! Session tokens. The first byte's parity picks the mode (the seeds use `0` and `1`): the rest
+//! is either a whole token from outside (which must never verify unless it is correctly signed),
+//! or a header and claims that the target signs itself, so the fuzzer reaches the JSON decoding
+//! and every claims check behind the signature. Whatever verifies satisfies the audience,
+//! lifetime and validity rules.
 #![no_main]
 
 use std::time::{Duration, UNIX_EPOCH};
@@ -43,8 +44,8 @@ fuzz_target!(|data: &[u8]| {
         };
         text.to_owned()
     } else {
-        // Header and claims separated by the first NUL byte; a header is made up if none.
-        match rest.iter().position(|&b| b == 0) {
+        // Header and claims separated by the first newline; a header is made up if none.
+        match rest.iter().position(|&b| b == b'\n') {
             Some(at) => sign(&rest[..at], &rest[at + 1..]),
             None => sign(br#"{"alg":"HS256","typ":"JWT","kid":"k1"}"#, rest),
         }
