@@ -420,6 +420,37 @@ async fn hostile_memory() {
     assert_success("store_roundtrip after the memory hog", &after);
 }
 
+/// A pooled runner with one slot reuses it for every instance: each run still starts fresh
+/// (initialized data restored, grown memory zero), whichever way the slot is reset on this
+/// kernel, and the store sees every run.
+#[tokio::test]
+async fn fresh_instance() {
+    let store = TestStore::new(Engine::Sqlite).await;
+    let runner = CommandRunner::pooled(store.service(), 1).unwrap();
+    let component = runner
+        .compile(&std::fs::read(FRESH_INSTANCE).unwrap())
+        .unwrap();
+    let prepared = runner.prepare(&component).unwrap();
+    let call = granted("t", "fresh");
+    let options = RunOptions {
+        capture_output: true,
+        ..Default::default()
+    };
+    for run in 1..=20 {
+        let outcome = runner
+            .instantiate(&prepared, call.clone(), &options)
+            .await
+            .unwrap()
+            .run()
+            .await
+            .unwrap();
+        assert_success(&format!("fresh_instance run {run}"), &outcome);
+        assert_eq!(outcome.stdout, "fresh\n");
+    }
+    let runs = store.service().get(&call, "fresh", "runs").await.unwrap();
+    assert_eq!(runs.unwrap().value.as_deref(), Some("20"));
+}
+
 /// Oversized and overdeep inputs through the interface are refused with `invalid-input`, on
 /// both engines. The guest needs room for a 100 MB string, so this runner allows 512 MiB.
 #[tokio::test]
