@@ -19,7 +19,7 @@ use alga_storage::{CallContext, Limits, STORAGE_CAPABILITY, StorageService};
 use alga_storage_tests::TestDb;
 
 use report::Report;
-use run::RunResult;
+use run::{Phase, RunResult};
 use target::{PathKind, Target};
 use workload::{
     Installs, NAMESPACE, PRELOADED_KEYS, Spread, TENANT, VALIDATED_NAMESPACE, VALUE_SCHEMA,
@@ -47,6 +47,8 @@ pub struct Config {
     pub scale_keys: usize,
     /// Samples of the instantiation measurement (0 skips it).
     pub instantiations: usize,
+    /// Rounds per configuration: every path runs once per round, the report gives the medians.
+    pub rounds: usize,
 }
 
 /// Runs every configuration; `progress` is told about each result as it arrives.
@@ -58,6 +60,7 @@ pub async fn run_suite(config: &Config, progress: impl Fn(&str)) -> anyhow::Resu
         max_concurrency <= PRELOADED_KEYS,
         "at most {PRELOADED_KEYS} workers"
     );
+    anyhow::ensure!(config.rounds > 0, "at least one round");
     let total = config.spreads.len() * config.workloads.len() * config.concurrency.len();
     let mut done = 0;
     for &spread in &config.spreads {
@@ -75,25 +78,35 @@ pub async fn run_suite(config: &Config, progress: impl Fn(&str)) -> anyhow::Resu
         }
         for &workload in &config.workloads {
             for &concurrency in &config.concurrency {
-                let mut group: Vec<RunResult> = Vec::new();
-                for (path, target) in &targets {
-                    let writes = matches!(workload, Workload::Insert | Workload::Update);
-                    // The bare upsert is the reference for plain writes only.
-                    if *path == PathKind::Bare && !writes {
-                        continue;
-                    }
-                    let spec = (spread, workload, concurrency, *path);
-                    let result =
-                        run::run(target.clone(), installs.clone(), spec, config.duration).await;
-                    group.push(result);
-                }
-                let raw = group
+                let writes = matches!(workload, Workload::Insert | Workload::Update);
+                // The bare upsert is the reference for plain writes only.
+                let measured: Vec<_> = targets
                     .iter()
-                    .find(|r| r.path == PathKind::Raw)
-                    .map(|r| r.ops_per_sec);
-                for result in &mut group {
-                    result.ratio_to_raw = raw.map(|raw| result.ops_per_sec / raw);
+                    .filter(|(path, _)| *path != PathKind::Bare || writes)
+                    .collect();
+                let mut phases: Vec<Vec<Phase>> = measured.iter().map(|_| Vec::new()).collect();
+                for round in 0..config.rounds {
+                    // Each round starts with the next path, so that no path always runs first
+                    // (on the least grown, least vacuumed tables).
+                    for i in (0..measured.len()).map(|i| (i + round) % measured.len()) {
+                        let target = measured[i].1.clone();
+                        let phase = run::run(
+                            target,
+                            installs.clone(),
+                            workload,
+                            concurrency,
+                            config.duration,
+                        )
+                        .await;
+                        phases[i].push(phase);
+                    }
                 }
+                let mut group: Vec<RunResult> = (measured.iter().zip(phases))
+                    .map(|((path, _), phases)| {
+                        RunResult::from_phases((spread, workload, concurrency, *path), phases)
+                    })
+                    .collect();
+                run::set_ratios(&mut group);
                 done += 1;
                 progress(&format!(
                     "[{done}/{total}] {spread:?} {workload:?} c={concurrency}: {}",

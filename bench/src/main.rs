@@ -38,6 +38,10 @@ struct Args {
     /// Samples of the instantiation measurement (0 skips it).
     #[arg(long, default_value_t = 2000)]
     instantiations: usize,
+    /// Rounds per configuration: the paths take turns, each round starting with the next one;
+    /// ops/s and ratios to raw are the medians of the rounds.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Write the report as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -56,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
         spreads: args.spreads,
         scale_keys: args.scale_keys,
         instantiations: args.instantiations,
+        rounds: args.rounds,
     };
     let report = run_suite(&config, |line| eprintln!("{line}")).await?;
     println!("{}", report.table());

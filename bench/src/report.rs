@@ -11,8 +11,10 @@ use crate::scaling::{Instantiation, ListScaling};
 pub struct Report {
     /// Logical CPUs of the machine.
     pub cpus: usize,
-    /// Milliseconds per configuration.
+    /// Milliseconds per configuration and round.
     pub duration_ms: u128,
+    /// Rounds per configuration.
+    pub rounds: usize,
     /// Throughput and latency per configuration.
     pub runs: Vec<RunResult>,
     /// List page cost in a small and a large namespace.
@@ -30,6 +32,7 @@ impl Report {
         Self {
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             duration_ms: config.duration.as_millis(),
+            rounds: config.rounds,
             runs: Vec::new(),
             list_scaling: None,
             instantiation: None,
@@ -56,7 +59,7 @@ impl Report {
                 r.p95_us,
                 r.p99_us,
                 r.errors,
-                r.ratio_to_raw.map_or("-".into(), |x| format!("{x:.2}")),
+                ratio(r),
             ));
         }
         if let Some(s) = &self.list_scaling {
@@ -85,9 +88,10 @@ pub fn summary(group: &[RunResult]) -> String {
     group
         .iter()
         .map(|r| {
-            let ratio = r
-                .ratio_to_raw
-                .map_or(String::new(), |x| format!(" ({x:.2}×)"));
+            let ratio = match r.ratio_to_raw {
+                Some(_) => format!(" (× raw {})", ratio(r)),
+                None => String::new(),
+            };
             let errors = if r.errors > 0 {
                 format!(" {} errors", r.errors)
             } else {
@@ -97,6 +101,22 @@ pub fn summary(group: &[RunResult]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The ratio to raw, with the range of the rounds when they differ: `0.79 (0.74–0.83)`.
+fn ratio(r: &RunResult) -> String {
+    match (r.ratio_to_raw, range(&r.round_ratios)) {
+        (None, _) => "-".into(),
+        (Some(median), Some((low, high))) => format!("{median:.2} ({low:.2}–{high:.2})"),
+        (Some(median), None) => format!("{median:.2}"),
+    }
+}
+
+/// The lowest and highest of `values`, when they differ.
+fn range(values: &[f64]) -> Option<(f64, f64)> {
+    let low = values.iter().copied().reduce(f64::min)?;
+    let high = values.iter().copied().reduce(f64::max)?;
+    (low < high).then_some((low, high))
 }
 
 /// Resident memory of this process in KiB (Linux).

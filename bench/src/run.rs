@@ -14,7 +14,8 @@ use crate::workload::{
     Installs, Op, PRELOADED_KEYS, Rng, Spread, Workload, next_insert_id, preloaded_key, value,
 };
 
-/// One measured configuration.
+/// One measured configuration: a path's phases over every round, with its ratio to the raw
+/// path's phase of the same round.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunResult {
     /// Installs spread.
@@ -25,22 +26,97 @@ pub struct RunResult {
     pub concurrency: usize,
     /// Path.
     pub path: PathKind,
-    /// Completed operations.
+    /// Completed operations, all rounds.
     pub ops: u64,
     /// Failed operations (0 in a sound run).
     pub errors: u64,
     /// The first failure, if any.
     pub first_error: Option<String>,
-    /// Throughput.
+    /// Throughput: the median of the rounds.
     pub ops_per_sec: f64,
-    /// Median latency, µs.
+    /// Throughput of each round.
+    pub round_ops_per_sec: Vec<f64>,
+    /// Median latency, µs (all rounds).
     pub p50_us: u64,
     /// 95th percentile latency, µs.
     pub p95_us: u64,
     /// 99th percentile latency, µs.
     pub p99_us: u64,
-    /// Throughput relative to the raw path in the same configuration (set after the run).
+    /// The median of `round_ratios` (set after the run).
     pub ratio_to_raw: Option<f64>,
+    /// Throughput relative to the raw path's phase of the same round, per round.
+    pub round_ratios: Vec<f64>,
+}
+
+impl RunResult {
+    /// Sums up `phases`, one per round, of the configuration `spec`.
+    pub fn from_phases(
+        (spread, workload, concurrency, path): (Spread, Workload, usize, PathKind),
+        phases: Vec<Phase>,
+    ) -> Self {
+        let mut histogram = new_histogram();
+        let (mut errors, mut first_error) = (0, None);
+        let mut round_ops_per_sec = Vec::new();
+        for phase in phases {
+            histogram.add(&phase.histogram).unwrap();
+            errors += phase.errors;
+            first_error = first_error.or(phase.first_error);
+            round_ops_per_sec.push(phase.ops_per_sec);
+        }
+        RunResult {
+            spread,
+            workload,
+            concurrency,
+            path,
+            ops: histogram.len(),
+            errors,
+            first_error,
+            ops_per_sec: median(&round_ops_per_sec),
+            round_ops_per_sec,
+            p50_us: histogram.value_at_quantile(0.50),
+            p95_us: histogram.value_at_quantile(0.95),
+            p99_us: histogram.value_at_quantile(0.99),
+            ratio_to_raw: None,
+            round_ratios: Vec::new(),
+        }
+    }
+}
+
+/// Sets every result's ratios to the raw result of `group`, round by round.
+pub fn set_ratios(group: &mut [RunResult]) {
+    let Some(raw) = group.iter().find(|r| r.path == PathKind::Raw) else {
+        return;
+    };
+    let raw = raw.round_ops_per_sec.clone();
+    for result in group {
+        result.round_ratios = (result.round_ops_per_sec.iter().zip(&raw))
+            .map(|(ops, raw)| ops / raw)
+            .collect();
+        result.ratio_to_raw = Some(median(&result.round_ratios));
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count; 0 for none).
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// One timed phase: one path, one round.
+pub struct Phase {
+    histogram: Histogram<u64>,
+    errors: u64,
+    first_error: Option<String>,
+    ops_per_sec: f64,
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap()
 }
 
 /// Runs `workload` on `target` with `concurrency` workers: a quarter of `duration` to warm
@@ -48,16 +124,17 @@ pub struct RunResult {
 pub async fn run(
     target: Arc<Target>,
     installs: Arc<Installs>,
-    (spread, workload, concurrency, path): (Spread, Workload, usize, PathKind),
+    workload: Workload,
+    concurrency: usize,
     duration: Duration,
-) -> RunResult {
+) -> Phase {
     let measure_from = Instant::now() + duration / 4;
     let deadline = measure_from + duration;
     let mut workers = Vec::new();
     for worker in 0..concurrency {
         let (target, installs) = (target.clone(), installs.clone());
         workers.push(tokio::spawn(async move {
-            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let mut histogram = new_histogram();
             let (mut errors, mut first_error) = (0u64, None);
             let mut rng = Rng::new(worker as u64 + 1);
             while Instant::now() < deadline {
@@ -77,7 +154,7 @@ pub async fn run(
             (histogram, errors, first_error)
         }));
     }
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let mut histogram = new_histogram();
     let (mut errors, mut first_error) = (0, None);
     for worker in workers {
         let (h, e, first) = worker.await.expect("worker panicked");
@@ -85,20 +162,11 @@ pub async fn run(
         errors += e;
         first_error = first_error.or(first);
     }
-    let elapsed = duration.as_secs_f64();
-    RunResult {
-        spread,
-        workload,
-        concurrency,
-        path,
-        ops: histogram.len(),
+    Phase {
+        ops_per_sec: histogram.len() as f64 / duration.as_secs_f64(),
+        histogram,
         errors,
         first_error,
-        ops_per_sec: histogram.len() as f64 / elapsed,
-        p50_us: histogram.value_at_quantile(0.50),
-        p95_us: histogram.value_at_quantile(0.95),
-        p99_us: histogram.value_at_quantile(0.99),
-        ratio_to_raw: None,
     }
 }
 
@@ -147,5 +215,18 @@ async fn one_op(
             revision.store(current + 1, Ordering::Relaxed);
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_even_and_no_values() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&[0.7]), 0.7);
+        assert_eq!(median(&[]), 0.0);
     }
 }

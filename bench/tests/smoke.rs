@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use alga_storage::model::PutOptions;
 use alga_storage_bench::rls;
+use alga_storage_bench::run::median;
 use alga_storage_bench::target::PathKind;
 use alga_storage_bench::workload::{Spread, Workload};
 use alga_storage_bench::{Config, run_suite};
@@ -34,6 +35,7 @@ async fn every_configuration_runs_without_errors() {
         spreads: vec![Spread::Many, Spread::Hot],
         scale_keys: 5_000,
         instantiations: 20,
+        rounds: 1,
     };
     let report = run_suite(&config, |_| {}).await.unwrap();
     // 2 spreads × 6 workloads × 2 concurrencies × (raw, service, wasm, rest, raw-rls) + bare
@@ -55,6 +57,75 @@ async fn every_configuration_runs_without_errors() {
     assert!(table.contains("| Many | Insert | 4 | Service |"), "{table}");
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["runs"][0]["path"], "raw");
+}
+
+/// With several rounds the paths take turns; each result keeps every round's throughput and its
+/// ratio to the raw phase of the same round, and reports their medians.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_report_medians_of_per_round_ratios() {
+    let config = Config {
+        database_url: alga_storage_tests::admin_url(),
+        duration: Duration::from_millis(100),
+        concurrency: vec![2],
+        installs: 3,
+        paths: vec![PathKind::Service, PathKind::Bare],
+        workloads: vec![Workload::Update, Workload::Get],
+        spreads: vec![Spread::Many],
+        scale_keys: 0,
+        instantiations: 0,
+        rounds: 3,
+    };
+    let none = Config {
+        rounds: 0,
+        ..config.clone()
+    };
+    let refused = run_suite(&none, |_| {}).await.expect_err("zero rounds");
+    assert!(
+        refused.to_string().contains("at least one round"),
+        "{refused}"
+    );
+
+    let report = run_suite(&config, |_| {}).await.unwrap();
+    // update: raw, bare, service; get: raw, service.
+    assert_eq!(report.runs.len(), 5);
+    for run in &report.runs {
+        assert_eq!(
+            run.errors, 0,
+            "updates stay revision-correct across rounds: {run:?}"
+        );
+        assert_eq!(run.round_ops_per_sec.len(), 3, "{run:?}");
+        assert_eq!(run.round_ratios.len(), 3, "{run:?}");
+        assert!(
+            run.round_ops_per_sec.iter().all(|&ops| ops > 0.0),
+            "{run:?}"
+        );
+        assert_eq!(run.ops_per_sec, median(&run.round_ops_per_sec), "{run:?}");
+        assert_eq!(run.ratio_to_raw, Some(median(&run.round_ratios)), "{run:?}");
+        if run.path == PathKind::Raw {
+            assert_eq!(run.round_ratios, [1.0; 3], "{run:?}");
+        }
+    }
+    let service_get = report
+        .runs
+        .iter()
+        .find(|r| r.path == PathKind::Service && r.workload == Workload::Get)
+        .unwrap();
+    let raw_get = report
+        .runs
+        .iter()
+        .find(|r| r.path == PathKind::Raw && r.workload == Workload::Get)
+        .unwrap();
+    for round in 0..3 {
+        let expected = service_get.round_ops_per_sec[round] / raw_get.round_ops_per_sec[round];
+        assert_eq!(service_get.round_ratios[round], expected);
+    }
+    assert_eq!(report.rounds, 3);
+    let table = report.table();
+    assert!(table.contains("| Many | Get | 2 | Service |"), "{table}");
+    assert!(
+        table.contains("–"),
+        "the table shows the rounds' range: {table}"
+    );
 }
 
 /// The RLS path measures a policy that really holds: a session scoped to one install sees and
