@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alga_storage::model::{PutItem, PutOptions};
-use alga_storage::{CallContext, Limits, STORAGE_CAPABILITY, StorageService};
+use alga_storage::{CallContext, STORAGE_CAPABILITY, StorageService};
 use alga_storage_tests::TestDb;
 
 use report::Report;
@@ -74,7 +74,7 @@ pub async fn run_suite(config: &Config, progress: impl Fn(&str)) -> anyhow::Resu
         let mut targets = Vec::new();
         for &path in &paths_with_raw(config) {
             let target = Target::new(path, &db.url, max_concurrency.max(2)).await?;
-            targets.push((path, Arc::new(with_unbounded_quotas(target))));
+            targets.push((path, Arc::new(target)));
         }
         for &workload in &config.workloads {
             for &concurrency in &config.concurrency {
@@ -137,17 +137,6 @@ fn paths_with_raw(config: &Config) -> Vec<PathKind> {
     let mut paths = vec![PathKind::Raw];
     paths.extend(config.paths.iter().filter(|p| **p != PathKind::Raw));
     paths
-}
-
-/// The benchmark measures speed, not quotas: its installs may grow without bound (the quota
-/// checks still run on every write).
-fn with_unbounded_quotas(target: Target) -> Target {
-    match target {
-        Target::Service(service) => Target::Service(Box::new(
-            service.with_limits(Limits::CONTRACT, Limits::CONTRACT),
-        )),
-        other => other,
-    }
 }
 
 /// Writes the preloaded keys of every install through the service (so counters are right).

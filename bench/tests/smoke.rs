@@ -3,10 +3,13 @@
 
 use std::time::Duration;
 
+use alga_storage::limits::DEFAULT_MAX_KEYS_PER_NAMESPACE;
+use alga_storage::model::Precondition;
 use alga_storage::model::PutOptions;
 use alga_storage_bench::rls;
 use alga_storage_bench::run::median;
-use alga_storage_bench::target::PathKind;
+use alga_storage_bench::target::{PathKind, Request, Target};
+use alga_storage_bench::workload::{NAMESPACE, TENANT};
 use alga_storage_bench::workload::{Spread, Workload};
 use alga_storage_bench::{Config, run_suite};
 
@@ -57,6 +60,39 @@ async fn every_configuration_runs_without_errors() {
     assert!(table.contains("| Many | Insert | 4 | Service |"), "{table}");
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["runs"][0]["path"], "raw");
+}
+
+/// The harness measures speed, not quotas: every path through the service writes to an install
+/// that is already at the default keys quota (which a long hot-install run reaches).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_path_writes_past_the_default_quotas() {
+    let db = alga_storage_tests::TestDb::new_on(&alga_storage_tests::admin_url()).await;
+    let (install, limit) = ("full", DEFAULT_MAX_KEYS_PER_NAMESPACE as i64);
+    db.client()
+        .await
+        .execute(
+            "INSERT INTO ext_storage_namespace_usage \
+                 (tenant_id, extension_install_id, namespace, key_count, byte_count) \
+             VALUES ($1, $2, $3, $4, 0)",
+            &[&TENANT, &install, &NAMESPACE, &limit],
+        )
+        .await
+        .unwrap();
+    for path in [PathKind::Service, PathKind::Wasm, PathKind::Rest] {
+        let target = Target::new(path, &db.url, 2).await.unwrap();
+        let key = format!("past-the-quota-{path:?}");
+        let request = Request {
+            install,
+            namespace: NAMESPACE,
+            key: &key,
+            value: "1",
+            precondition: Precondition::Absent,
+        };
+        target
+            .put(&request)
+            .await
+            .unwrap_or_else(|e| panic!("{path:?}: {e:#}"));
+    }
 }
 
 /// With several rounds the paths take turns; each result keeps every round's throughput and its
