@@ -1,7 +1,7 @@
 //! The raw baseline: tokio-postgres executing by hand the minimal SQL that does the same durable
 //! work as the service, on the same pool. A write is one pipelined transaction (all statements
-//! sent before any reply is awaited): the record, its counters when they change, and its audit
-//! row. With `scoped`, the same SQL runs behind row level security (`crate::rls`): the session's
+//! sent before any reply is awaited): the record, its audit row, and its counters when they
+//! change. With `scoped`, the same SQL runs behind row level security (`crate::rls`): the session's
 //! tenant and install are set first, in the same pipeline.
 
 use std::time::SystemTime;
@@ -190,21 +190,23 @@ pub async fn write(pool: &Pool, req: &Request<'_>, scoped: bool) -> anyhow::Resu
                 &size,
                 &now,
             ];
-            let (begin, scoped, inserted, counted_ns, counted_install, audited, commit) = tokio::join!(
+            // The counter rows, which every insert of the install contends on, are updated
+            // last: their locks are held only until the commit (as the write function does).
+            let (begin, scoped, inserted, audited, counted_ns, counted_install, commit) = tokio::join!(
                 client.batch_execute("BEGIN"),
                 scope(&client, &scope_sql, req),
                 client.execute(&insert, &insert_params),
+                client.execute(&audit, &audit_params),
                 client.execute(&namespace, &namespace_params),
                 client.execute(&install, &install_params),
-                client.execute(&audit, &audit_params),
                 client.batch_execute("COMMIT"),
             );
             begin?;
             scoped?;
             inserted?;
+            audited?;
             counted_ns?;
             counted_install?;
-            audited?;
             commit?;
         }
     }
