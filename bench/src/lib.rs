@@ -86,9 +86,7 @@ pub async fn run_suite(config: &Config, progress: impl Fn(&str)) -> anyhow::Resu
                     .collect();
                 let mut phases: Vec<Vec<Phase>> = measured.iter().map(|_| Vec::new()).collect();
                 for round in 0..config.rounds {
-                    // Each round starts with the next path, so that no path always runs first
-                    // (on the least grown, least vacuumed tables).
-                    for i in (0..measured.len()).map(|i| (i + round) % measured.len()) {
+                    for i in run::round_order(measured.len(), round) {
                         let target = measured[i].1.clone();
                         let phase = run::run(
                             target,

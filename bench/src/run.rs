@@ -54,13 +54,10 @@ impl RunResult {
         (spread, workload, concurrency, path): (Spread, Workload, usize, PathKind),
         phases: Vec<Phase>,
     ) -> Self {
-        let mut histogram = new_histogram();
-        let (mut errors, mut first_error) = (0, None);
+        let mut all = Tally::default();
         let mut round_ops_per_sec = Vec::new();
         for phase in phases {
-            histogram.add(&phase.histogram).unwrap();
-            errors += phase.errors;
-            first_error = first_error.or(phase.first_error);
+            all.add(phase.tally);
             round_ops_per_sec.push(phase.ops_per_sec);
         }
         RunResult {
@@ -68,14 +65,14 @@ impl RunResult {
             workload,
             concurrency,
             path,
-            ops: histogram.len(),
-            errors,
-            first_error,
+            ops: all.histogram.len(),
+            errors: all.errors,
+            first_error: all.first_error,
             ops_per_sec: median(&round_ops_per_sec),
             round_ops_per_sec,
-            p50_us: histogram.value_at_quantile(0.50),
-            p95_us: histogram.value_at_quantile(0.95),
-            p99_us: histogram.value_at_quantile(0.99),
+            p50_us: all.histogram.value_at_quantile(0.50),
+            p95_us: all.histogram.value_at_quantile(0.95),
+            p99_us: all.histogram.value_at_quantile(0.99),
             ratio_to_raw: None,
             round_ratios: Vec::new(),
         }
@@ -107,16 +104,41 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// The order of `paths` paths in round `round`: each round starts with the next path, so that
+/// no path always runs first (on the least grown, least vacuumed tables).
+pub fn round_order(paths: usize, round: usize) -> impl Iterator<Item = usize> {
+    (0..paths).map(move |i| (i + round) % paths)
+}
+
 /// One timed phase: one path, one round.
 pub struct Phase {
-    histogram: Histogram<u64>,
-    errors: u64,
-    first_error: Option<String>,
+    tally: Tally,
     ops_per_sec: f64,
 }
 
-fn new_histogram() -> Histogram<u64> {
-    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap()
+/// Latencies of the successful operations and the failures, of a worker, a phase or all rounds.
+struct Tally {
+    histogram: Histogram<u64>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            histogram: Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
+            errors: 0,
+            first_error: None,
+        }
+    }
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.histogram.add(&other.histogram).unwrap();
+        self.errors += other.errors;
+        self.first_error = self.first_error.take().or(other.first_error);
+    }
 }
 
 /// Runs `workload` on `target` with `concurrency` workers: a quarter of `duration` to warm
@@ -134,8 +156,7 @@ pub async fn run(
     for worker in 0..concurrency {
         let (target, installs) = (target.clone(), installs.clone());
         workers.push(tokio::spawn(async move {
-            let mut histogram = new_histogram();
-            let (mut errors, mut first_error) = (0u64, None);
+            let mut tally = Tally::default();
             let mut rng = Rng::new(worker as u64 + 1);
             while Instant::now() < deadline {
                 let begun = Instant::now();
@@ -144,29 +165,23 @@ pub async fn run(
                 let micros = begun.elapsed().as_micros() as u64;
                 match result {
                     Ok(()) if begun < measure_from => {}
-                    Ok(()) => histogram.saturating_record(micros.max(1)),
+                    Ok(()) => tally.histogram.saturating_record(micros.max(1)),
                     Err(e) => {
-                        errors += 1;
-                        first_error.get_or_insert_with(|| format!("{e:#}"));
+                        tally.errors += 1;
+                        tally.first_error.get_or_insert_with(|| format!("{e:#}"));
                     }
                 }
             }
-            (histogram, errors, first_error)
+            tally
         }));
     }
-    let mut histogram = new_histogram();
-    let (mut errors, mut first_error) = (0, None);
+    let mut tally = Tally::default();
     for worker in workers {
-        let (h, e, first) = worker.await.expect("worker panicked");
-        histogram.add(&h).unwrap();
-        errors += e;
-        first_error = first_error.or(first);
+        tally.add(worker.await.expect("worker panicked"));
     }
     Phase {
-        ops_per_sec: histogram.len() as f64 / duration.as_secs_f64(),
-        histogram,
-        errors,
-        first_error,
+        ops_per_sec: tally.histogram.len() as f64 / duration.as_secs_f64(),
+        tally,
     }
 }
 
@@ -220,7 +235,24 @@ async fn one_op(
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::{median, round_order};
+
+    #[test]
+    fn every_path_leads_one_round_of_as_many() {
+        let orders: Vec<Vec<usize>> = (0..4)
+            .map(|round| round_order(4, round).collect())
+            .collect();
+        assert_eq!(orders[0], [0, 1, 2, 3]);
+        assert_eq!(orders[1], [1, 2, 3, 0]);
+        let mut leaders: Vec<usize> = orders.iter().map(|order| order[0]).collect();
+        leaders.sort();
+        assert_eq!(leaders, [0, 1, 2, 3]);
+        for order in &orders {
+            let mut paths = order.clone();
+            paths.sort();
+            assert_eq!(paths, [0, 1, 2, 3], "each path once per round");
+        }
+    }
 
     #[test]
     fn median_of_odd_even_and_no_values() {

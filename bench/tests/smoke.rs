@@ -4,13 +4,11 @@
 use std::time::Duration;
 
 use alga_storage::limits::DEFAULT_MAX_KEYS_PER_NAMESPACE;
-use alga_storage::model::Precondition;
-use alga_storage::model::PutOptions;
+use alga_storage::model::{Precondition, PutOptions};
 use alga_storage_bench::rls;
 use alga_storage_bench::run::median;
 use alga_storage_bench::target::{PathKind, Request, Target};
-use alga_storage_bench::workload::{NAMESPACE, TENANT};
-use alga_storage_bench::workload::{Spread, Workload};
+use alga_storage_bench::workload::{NAMESPACE, Spread, TENANT, Workload};
 use alga_storage_bench::{Config, run_suite};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,8 +93,8 @@ async fn every_path_writes_past_the_default_quotas() {
     }
 }
 
-/// With several rounds the paths take turns; each result keeps every round's throughput and its
-/// ratio to the raw phase of the same round, and reports their medians.
+/// With several rounds each result keeps every round's throughput and its ratio to the raw phase
+/// of the same round, and reports their medians (the turn order: `run::round_order`'s test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rounds_report_medians_of_per_round_ratios() {
     let config = Config {
