@@ -2,6 +2,7 @@
 //! guest components in wasmtime, and hand-written SQL, in one run, so every figure has a
 //! full-stack / raw ratio. See `docs/performance.md`.
 
+pub mod http_client;
 pub mod raw;
 pub mod report;
 pub mod rest;

@@ -1,5 +1,5 @@
-//! The REST path: a gateway over the same database on a loopback port, and a keep-alive HTTP
-//! client sending what the iframe SDK sends (bearer token per install, JSON bodies, ETags).
+//! The REST path: a gateway over the same database on a loopback port, and keep-alive HTTP
+//! connections sending what the iframe SDK sends (bearer token per install, JSON bodies, ETags).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,14 +10,14 @@ use alga_storage::http::{Gateway, GatewayConfig};
 use alga_storage::model::Precondition;
 use alga_storage::{STORAGE_CAPABILITY, StorageService};
 
+use crate::http_client::{HttpClient, Response};
 use crate::target::Request;
 
 const AUDIENCE: &str = "alga-storage-bench";
 
 /// A gateway serving in this process and a client of it.
 pub struct RestTarget {
-    client: reqwest::Client,
-    base: String,
+    client: HttpClient,
     key: TokenKey,
     /// One session token per install, minted once (an iframe reuses its token too).
     tokens: Mutex<HashMap<String, String>>,
@@ -31,15 +31,12 @@ impl RestTarget {
         let config = GatewayConfig::new(TokenVerifier::new(vec![key.clone()], AUDIENCE));
         let router = Gateway::new(service, config).router();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base = format!("http://{}/api/ext-storage/v1", listener.local_addr()?);
+        let addr = listener.local_addr()?;
         let server = tokio::spawn(async move {
             let _ = alga_storage::http::serve(listener, router, std::future::pending()).await;
         });
         Ok(Self {
-            client: reqwest::Client::builder()
-                .pool_max_idle_per_host(256)
-                .build()?,
-            base,
+            client: HttpClient::new(addr),
             key,
             tokens: Mutex::new(HashMap::new()),
             server,
@@ -70,71 +67,72 @@ impl RestTarget {
             .clone()
     }
 
-    fn record_url(&self, req: &Request<'_>) -> String {
+    fn record_path(req: &Request<'_>) -> String {
         // Benchmark keys and namespaces are URL-safe.
-        format!(
-            "{}/namespaces/{}/records/{}",
-            self.base, req.namespace, req.key
-        )
+        format!("{BASE}/namespaces/{}/records/{}", req.namespace, req.key)
+    }
+
+    fn authorization(&self, install: &str) -> String {
+        format!("authorization: Bearer {}", self.token(install))
     }
 
     /// `PUT` with `If-Match` / `If-None-Match` from the precondition.
     pub async fn put(&self, req: &Request<'_>) -> anyhow::Result<()> {
-        let mut request = self
-            .client
-            .put(self.record_url(req))
-            .bearer_auth(self.token(req.install))
-            .header("content-type", "application/json")
-            .body(format!(r#"{{"value":{}}}"#, req.value));
-        request = match req.precondition {
-            Precondition::None => request,
-            Precondition::Absent => request.header("if-none-match", "*"),
-            Precondition::Revision(r) => request.header("if-match", format!("\"{r}\"")),
+        let body = format!(r#"{{"value":{}}}"#, req.value);
+        let authorization = self.authorization(req.install);
+        let precondition = match req.precondition {
+            Precondition::None => None,
+            Precondition::Absent => Some("if-none-match: *".to_owned()),
+            Precondition::Revision(r) => Some(format!("if-match: \"{r}\"")),
         };
-        let response = request.send().await?;
-        let status = response.status();
-        let body = response.bytes().await?;
-        anyhow::ensure!(
-            status.is_success(),
-            "PUT {status}: {}",
-            String::from_utf8_lossy(&body)
-        );
-        Ok(())
+        let mut headers = vec![authorization.as_str(), "content-type: application/json"];
+        headers.extend(precondition.as_deref());
+        let response = self
+            .client
+            .send("PUT", &Self::record_path(req), &headers, body.as_bytes())
+            .await?;
+        ensure_success("PUT", &response)
     }
 
     /// `GET` one record.
     pub async fn get(&self, req: &Request<'_>) -> anyhow::Result<()> {
+        let authorization = self.authorization(req.install);
         let response = self
             .client
-            .get(self.record_url(req))
-            .bearer_auth(self.token(req.install))
-            .send()
+            .send("GET", &Self::record_path(req), &[&authorization], b"")
             .await?;
-        let status = response.status();
-        let body = response.bytes().await?;
-        anyhow::ensure!(status.is_success(), "GET {status}");
-        anyhow::ensure!(!body.is_empty(), "empty record");
+        ensure_success("GET", &response)?;
+        anyhow::ensure!(!response.body.is_empty(), "empty record");
         Ok(())
     }
 
     /// `GET` the first page of 100.
     pub async fn list(&self, req: &Request<'_>) -> anyhow::Result<()> {
+        let authorization = self.authorization(req.install);
+        let path = format!("{BASE}/namespaces/{}/records?limit=100", req.namespace);
         let response = self
             .client
-            .get(format!(
-                "{}/namespaces/{}/records?limit=100",
-                self.base, req.namespace
-            ))
-            .bearer_auth(self.token(req.install))
-            .send()
+            .send("GET", &path, &[&authorization], b"")
             .await?;
-        let status = response.status();
-        anyhow::ensure!(status.is_success(), "LIST {status}");
+        ensure_success("LIST", &response)?;
         // Checked, not kept: the client's parsing should not dominate the figure.
-        let page: PageShape = response.json().await?;
+        let page: PageShape = serde_json::from_slice(&response.body)?;
         anyhow::ensure!(page.entries.len() == 100, "short page");
         Ok(())
     }
+}
+
+/// The path prefix of the gateway's API.
+const BASE: &str = alga_storage::http::API_BASE;
+
+fn ensure_success(what: &str, response: &Response) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (200..300).contains(&response.status),
+        "{what} {}: {}",
+        response.status,
+        String::from_utf8_lossy(&response.body)
+    );
+    Ok(())
 }
 
 #[derive(serde::Deserialize)]

@@ -6,7 +6,8 @@
 //! `{"alg":"HS256","typ":"JWT","kid":…}`, claims [`TokenClaims`]. Several keys are accepted at
 //! once (rotation): the `kid` picks one; without `kid` each key is tried.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -148,12 +149,33 @@ struct Header {
     kid: Option<String>,
 }
 
+/// Most tokens whose signature a verifier remembers (a few MiB at most).
+const VERIFIED_CAPACITY: usize = 4096;
+
 /// Verifies session tokens against a set of keys and one audience.
-#[derive(Debug, Clone)]
+///
+/// An iframe sends its one session token with every request: a verifier remembers the tokens
+/// whose signature and encoding it checked (by their exact text, up to [`VERIFIED_CAPACITY`]),
+/// so a repeated token costs a lookup instead of a MAC and two JSON decodings. The claims are
+/// checked against the clock on every use. Clones share what they remember.
+#[derive(Clone)]
 pub struct TokenVerifier {
     keys: Vec<TokenKey>,
     audience: String,
     max_lifetime: Duration,
+    verified: Arc<Mutex<HashMap<String, Arc<TokenClaims>>>>,
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    // Remembered tokens are bearer credentials: never printed, only counted.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVerifier")
+            .field("keys", &self.keys)
+            .field("audience", &self.audience)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("remembered", &self.remembered().len())
+            .finish()
+    }
 }
 
 impl TokenVerifier {
@@ -163,6 +185,7 @@ impl TokenVerifier {
             keys,
             audience: audience.into(),
             max_lifetime: DEFAULT_MAX_LIFETIME,
+            verified: Arc::default(),
         }
     }
 
@@ -179,6 +202,37 @@ impl TokenVerifier {
 
     /// Checks signature, algorithm, audience and validity period at `now`.
     pub fn verify(&self, token: &str, now: SystemTime) -> Result<TokenClaims, TokenError> {
+        let known = self.remembered().get(token).cloned();
+        if let Some(claims) = known {
+            self.check_claims(&claims, now)?;
+            return Ok(TokenClaims::clone(&claims));
+        }
+        let claims = self.verify_signed(token)?;
+        self.check_claims(&claims, now)?;
+        self.remember(token, &claims, now);
+        Ok(claims)
+    }
+
+    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<TokenClaims>>> {
+        // The map holds no invariant a panicking holder could break.
+        self.verified.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remembers a token that verified. When full, it forgets the expired tokens, or all of
+    /// them when that frees less than a quarter (so a full map is not scanned at every insert).
+    fn remember(&self, token: &str, claims: &TokenClaims, now: SystemTime) {
+        let mut verified = self.remembered();
+        if verified.len() >= VERIFIED_CAPACITY {
+            verified.retain(|_, claims| self.check_claims(claims, now).is_ok());
+            if verified.len() > VERIFIED_CAPACITY * 3 / 4 {
+                verified.clear();
+            }
+        }
+        verified.insert(token.to_owned(), Arc::new(claims.clone()));
+    }
+
+    /// The token's claims, if its encoding, algorithm and signature are right.
+    fn verify_signed(&self, token: &str) -> Result<TokenClaims, TokenError> {
         let mut parts = token.split('.');
         let (Some(header_part), Some(payload_part), Some(signature_part), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -215,9 +269,7 @@ impl TokenVerifier {
         if !verified {
             return Err(TokenError::BadSignature);
         }
-        let claims: TokenClaims = decode_json(payload_part, "claims")?;
-        self.check_claims(&claims, now)?;
-        Ok(claims)
+        decode_json(payload_part, "claims")
     }
 
     fn check_claims(&self, claims: &TokenClaims, now: SystemTime) -> Result<(), TokenError> {
@@ -290,6 +342,92 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(secs)
     }
 
+    /// `token`, issued at `now` for 300 s, is refused after it expired and before its issue.
+    fn assert_refused_outside_its_validity(verifier: &TokenVerifier, token: &str, now: u64) {
+        assert_eq!(
+            verifier.verify(token, at(now + 400)),
+            Err(TokenError::Expired)
+        );
+        assert!(matches!(
+            verifier.verify(token, at(now - 60)),
+            Err(TokenError::NotValidNow(_))
+        ));
+    }
+
+    #[test]
+    fn remembers_only_tokens_that_verified_and_checks_them_at_every_use() {
+        let key = key("k", 1);
+        let verifier = TokenVerifier::new(vec![key.clone()], "alga-storage");
+        let now = 1_000_000;
+        let token = key.mint(&claims(now));
+        assert_eq!(
+            verifier.verify(&token, at(now + 400)),
+            Err(TokenError::Expired)
+        );
+        assert!(verifier.remembered().is_empty());
+        assert_eq!(verifier.verify(&token, at(now)).unwrap(), claims(now));
+        assert_eq!(verifier.remembered().len(), 1);
+        // Remembered, yet expired later and not valid before its issue.
+        assert_refused_outside_its_validity(&verifier, &token, now);
+        // Clones share what was verified.
+        let clone = verifier.clone();
+        clone
+            .verify(&key.mint(&claims(now + 1)), at(now + 1))
+            .unwrap();
+        assert_eq!(verifier.remembered().len(), 2);
+        // A token differing in one character is verified afresh.
+        let mut tampered = token.clone();
+        let last = tampered.pop().unwrap();
+        tampered.push(if last == 'A' { 'B' } else { 'A' });
+        assert!(verifier.verify(&tampered, at(now)).is_err());
+        assert_eq!(verifier.remembered().len(), 2);
+    }
+
+    #[test]
+    fn remembers_at_most_its_capacity() {
+        let key = key("k", 1);
+        let verifier = TokenVerifier::new(vec![key.clone()], "alga-storage");
+        let now = 1_000_000;
+        let tokens: Vec<String> = (0..VERIFIED_CAPACITY + 10)
+            .map(|i| {
+                key.mint(&TokenClaims {
+                    sub: format!("user-{i}"),
+                    ..claims(now)
+                })
+            })
+            .collect();
+        for token in &tokens {
+            verifier.verify(token, at(now)).unwrap();
+            assert!(verifier.remembered().len() <= VERIFIED_CAPACITY);
+        }
+        // Full of unexpired tokens, it started over: the last ones are remembered.
+        assert_eq!(verifier.remembered().len(), 10);
+        // When full, the expired tokens are forgotten, and only those.
+        let later = now + 1_000;
+        for token in &tokens[..VERIFIED_CAPACITY - 20] {
+            verifier.verify(token, at(now)).unwrap();
+        }
+        let unexpired: Vec<String> = (0..10)
+            .map(|i| {
+                key.mint(&TokenClaims {
+                    sub: format!("later-{i}"),
+                    ..claims(later)
+                })
+            })
+            .collect();
+        for token in &unexpired {
+            verifier.verify(token, at(later)).unwrap();
+        }
+        assert_eq!(verifier.remembered().len(), VERIFIED_CAPACITY);
+        verifier
+            .verify(&key.mint(&claims(later + 1)), at(later + 1))
+            .unwrap();
+        let remembered = verifier.remembered();
+        assert_eq!(remembered.len(), 11);
+        assert!(unexpired.iter().all(|t| remembered.contains_key(t)));
+        assert!(!remembered.contains_key(&tokens[0]));
+    }
+
     #[test]
     fn accepts_any_configured_key_and_refuses_others() {
         let old = key("old", 1);
@@ -324,14 +462,7 @@ mod tests {
             verifier.verify(&forged, at(now)),
             Err(TokenError::BadSignature)
         );
-        assert_eq!(
-            verifier.verify(&token, at(now + 400)),
-            Err(TokenError::Expired)
-        );
-        assert!(matches!(
-            verifier.verify(&token, at(now - 60)),
-            Err(TokenError::NotValidNow(_))
-        ));
+        assert_refused_outside_its_validity(&verifier, &token, now);
         let mut long = claims(now);
         long.exp = now + 2 * 3600;
         assert!(matches!(
