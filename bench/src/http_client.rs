@@ -64,18 +64,14 @@ impl HttpClient {
             Some(connection) => (connection, true),
             None => (Connection::open(self.addr).await?, false),
         };
-        let exchanged = match connection.exchange(method, path, headers, body).await? {
-            Exchange::Answered(response, keep_alive) => (response, keep_alive),
-            Exchange::Closed if reused => {
-                connection = Connection::open(self.addr).await?;
-                match connection.exchange(method, path, headers, body).await? {
-                    Exchange::Answered(response, keep_alive) => (response, keep_alive),
-                    Exchange::Closed => bail!("the server closed a new connection unanswered"),
-                }
-            }
-            Exchange::Closed => bail!("the server closed a new connection unanswered"),
+        let mut exchange = connection.exchange(method, path, headers, body).await?;
+        if reused && matches!(exchange, Exchange::Closed) {
+            connection = Connection::open(self.addr).await?;
+            exchange = connection.exchange(method, path, headers, body).await?;
+        }
+        let Exchange::Answered(response, keep_alive) = exchange else {
+            bail!("the server closed a new connection unanswered");
         };
-        let (response, keep_alive) = exchanged;
         if keep_alive {
             self.idle.lock().expect("idle connections").push(connection);
         }
@@ -175,14 +171,13 @@ impl Connection {
         Ok(Exchange::Answered(response, !head.close))
     }
 
-    /// Reads more bytes into the buffer: `false` when the server closed the connection before
-    /// any byte of a response (a reset then counts as a close), an error when it closed
-    /// mid-response.
+    /// Reads more bytes into the buffer: `false` when the server closed (or reset) the
+    /// connection before any byte of a response, an error when it closed mid-response.
     async fn fill(&mut self) -> anyhow::Result<bool> {
         self.buf.reserve(8 * 1024);
         let read = match self.stream.read_buf(&mut self.buf).await {
             Ok(read) => read,
-            Err(e) if is_closed(&e) && self.buf.is_empty() => 0,
+            Err(e) if is_closed(&e) => 0,
             Err(e) => return Err(e.into()),
         };
         if read == 0 {

@@ -19,8 +19,9 @@ const AUDIENCE: &str = "alga-storage-bench";
 pub struct RestTarget {
     client: HttpClient,
     key: TokenKey,
-    /// One session token per install, minted once (an iframe reuses its token too).
-    tokens: Mutex<HashMap<String, String>>,
+    /// One `authorization` header per install, its token minted once (an iframe reuses its
+    /// token too).
+    authorizations: Mutex<HashMap<String, String>>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -38,21 +39,21 @@ impl RestTarget {
         Ok(Self {
             client: HttpClient::new(addr),
             key,
-            tokens: Mutex::new(HashMap::new()),
+            authorizations: Mutex::new(HashMap::new()),
             server,
         })
     }
 
-    fn token(&self, install: &str) -> String {
-        let mut tokens = self.tokens.lock().expect("token cache");
-        tokens
+    fn authorization(&self, install: &str) -> String {
+        let mut authorizations = self.authorizations.lock().expect("token cache");
+        authorizations
             .entry(install.to_owned())
             .or_insert_with(|| {
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .expect("after 1970")
                     .as_secs();
-                self.key.mint(&TokenClaims {
+                let token = self.key.mint(&TokenClaims {
                     aud: AUDIENCE.into(),
                     sub: "bench".into(),
                     tenant: crate::workload::TENANT.into(),
@@ -62,7 +63,8 @@ impl RestTarget {
                     iat: now,
                     exp: now + 3600,
                     nbf: None,
-                })
+                });
+                format!("authorization: Bearer {token}")
             })
             .clone()
     }
@@ -70,10 +72,6 @@ impl RestTarget {
     fn record_path(req: &Request<'_>) -> String {
         // Benchmark keys and namespaces are URL-safe.
         format!("{BASE}/namespaces/{}/records/{}", req.namespace, req.key)
-    }
-
-    fn authorization(&self, install: &str) -> String {
-        format!("authorization: Bearer {}", self.token(install))
     }
 
     /// `PUT` with `If-Match` / `If-None-Match` from the precondition.

@@ -383,19 +383,24 @@ mod tests {
         assert_eq!(verifier.remembered().len(), 2);
     }
 
-    #[test]
-    fn remembers_at_most_its_capacity() {
-        let key = key("k", 1);
-        let verifier = TokenVerifier::new(vec![key.clone()], "alga-storage");
-        let now = 1_000_000;
-        let tokens: Vec<String> = (0..VERIFIED_CAPACITY + 10)
+    /// `count` tokens of different users, issued at `now`.
+    fn distinct_tokens(key: &TokenKey, count: usize, now: u64) -> Vec<String> {
+        (0..count)
             .map(|i| {
                 key.mint(&TokenClaims {
                     sub: format!("user-{i}"),
                     ..claims(now)
                 })
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn remembers_at_most_its_capacity() {
+        let key = key("k", 1);
+        let verifier = TokenVerifier::new(vec![key.clone()], "alga-storage");
+        let now = 1_000_000;
+        let tokens = distinct_tokens(&key, VERIFIED_CAPACITY + 10, now);
         for token in &tokens {
             verifier.verify(token, at(now)).unwrap();
             assert!(verifier.remembered().len() <= VERIFIED_CAPACITY);
@@ -407,14 +412,7 @@ mod tests {
         for token in &tokens[..VERIFIED_CAPACITY - 20] {
             verifier.verify(token, at(now)).unwrap();
         }
-        let unexpired: Vec<String> = (0..10)
-            .map(|i| {
-                key.mint(&TokenClaims {
-                    sub: format!("later-{i}"),
-                    ..claims(later)
-                })
-            })
-            .collect();
+        let unexpired = distinct_tokens(&key, 10, later);
         for token in &unexpired {
             verifier.verify(token, at(later)).unwrap();
         }
