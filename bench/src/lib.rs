@@ -2,6 +2,7 @@
 //! guest components in wasmtime, and hand-written SQL, in one run, so every figure has a
 //! full-stack / raw ratio. See `docs/performance.md`.
 
+pub mod cpu;
 pub mod http_client;
 pub mod raw;
 pub mod report;
@@ -72,6 +73,7 @@ pub async fn run_suite(config: &Config, progress: impl Fn(&str)) -> anyhow::Resu
             installs.names().len()
         ));
         preload(&db, &installs).await?;
+        let meter = cpu::CpuMeter::locate(&db.client().await).await?;
         let mut targets = Vec::new();
         for &path in &paths_with_raw(config) {
             let target = Target::new(path, &db.url, max_concurrency.max(2)).await?;
@@ -95,6 +97,7 @@ pub async fn run_suite(config: &Config, progress: impl Fn(&str)) -> anyhow::Resu
                             workload,
                             concurrency,
                             config.duration,
+                            meter,
                         )
                         .await;
                         phases[i].push(phase);

@@ -44,12 +44,13 @@ impl Report {
     /// The report as a Markdown table plus the side measurements.
     pub fn table(&self) -> String {
         let mut out = String::from(
-            "| spread | workload | conc. | path | ops/s | p50 µs | p95 µs | p99 µs | errors | × raw |\n\
-             | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+            "| spread | workload | conc. | path | ops/s | p50 µs | p95 µs | p99 µs | errors | × raw \
+             | CPU µs/op harness | CPU µs/op db |\n\
+             | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
         );
         for r in &self.runs {
             out.push_str(&format!(
-                "| {:?} | {:?} | {} | {:?} | {:.0} | {} | {} | {} | {} | {} |\n",
+                "| {:?} | {:?} | {} | {:?} | {:.0} | {} | {} | {} | {} | {} | {} | {} |\n",
                 r.spread,
                 r.workload,
                 r.concurrency,
@@ -60,6 +61,8 @@ impl Report {
                 r.p99_us,
                 r.errors,
                 ratio(r),
+                micros(r.host_cpu_us_per_op),
+                micros(r.db_cpu_us_per_op),
             ));
         }
         if let Some(s) = &self.list_scaling {
@@ -110,6 +113,11 @@ fn ratio(r: &RunResult) -> String {
         (Some(median), Some((low, high))) => format!("{median:.2} ({low:.2}–{high:.2})"),
         (Some(median), None) => format!("{median:.2}"),
     }
+}
+
+/// A CPU figure in whole µs, or `-` when it was not measured.
+fn micros(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".into(), |us| format!("{us:.0}"))
 }
 
 /// The lowest and highest of `values`, when they differ.

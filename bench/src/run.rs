@@ -9,6 +9,7 @@ use alga_storage::model::Precondition;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::cpu::{CpuMeter, CpuUse};
 use crate::target::{PathKind, Request, Target};
 use crate::workload::{
     Installs, Op, PRELOADED_KEYS, Rng, Spread, Workload, next_insert_id, preloaded_key, value,
@@ -46,6 +47,12 @@ pub struct RunResult {
     pub ratio_to_raw: Option<f64>,
     /// Throughput relative to the raw path's phase of the same round, per round.
     pub round_ratios: Vec<f64>,
+    /// CPU time of the harness process per operation, µs: the host code under test and the
+    /// load generator (the median of the rounds).
+    pub host_cpu_us_per_op: Option<f64>,
+    /// CPU time of the database server per operation, µs, when it runs on this machine (the
+    /// median of the rounds).
+    pub db_cpu_us_per_op: Option<f64>,
 }
 
 impl RunResult {
@@ -55,8 +62,14 @@ impl RunResult {
         phases: Vec<Phase>,
     ) -> Self {
         let mut all = Tally::default();
-        let mut round_ops_per_sec = Vec::new();
+        let (mut round_ops_per_sec, mut host_cpu, mut db_cpu) =
+            (Vec::new(), Vec::new(), Vec::new());
         for phase in phases {
+            let ops = phase.tally.histogram.len();
+            if ops > 0 {
+                host_cpu.push(phase.cpu.host_us as f64 / ops as f64);
+                db_cpu.extend(phase.cpu.db_us.map(|us| us as f64 / ops as f64));
+            }
             all.add(phase.tally);
             round_ops_per_sec.push(phase.ops_per_sec);
         }
@@ -75,6 +88,8 @@ impl RunResult {
             p99_us: all.histogram.value_at_quantile(0.99),
             ratio_to_raw: None,
             round_ratios: Vec::new(),
+            host_cpu_us_per_op: (!host_cpu.is_empty()).then(|| median(&host_cpu)),
+            db_cpu_us_per_op: (!db_cpu.is_empty()).then(|| median(&db_cpu)),
         }
     }
 }
@@ -114,6 +129,8 @@ pub fn round_order(paths: usize, round: usize) -> impl Iterator<Item = usize> {
 pub struct Phase {
     tally: Tally,
     ops_per_sec: f64,
+    /// CPU time used while the phase was measured.
+    cpu: CpuUse,
 }
 
 /// Latencies of the successful operations and the failures, of a worker, a phase or all rounds.
@@ -142,16 +159,24 @@ impl Tally {
 }
 
 /// Runs `workload` on `target` with `concurrency` workers: a quarter of `duration` to warm
-/// caches, connections and prepared statements (not recorded), then `duration` measured.
+/// caches, connections and prepared statements (not recorded), then `duration` measured, with
+/// the CPU time `meter` reads over the same span.
 pub async fn run(
     target: Arc<Target>,
     installs: Arc<Installs>,
     workload: Workload,
     concurrency: usize,
     duration: Duration,
+    meter: CpuMeter,
 ) -> Phase {
     let measure_from = Instant::now() + duration / 4;
     let deadline = measure_from + duration;
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        let start = meter.sample();
+        tokio::time::sleep_until(deadline.into()).await;
+        meter.sample().since(start)
+    });
     let mut workers = Vec::new();
     for worker in 0..concurrency {
         let (target, installs) = (target.clone(), installs.clone());
@@ -182,6 +207,7 @@ pub async fn run(
     Phase {
         ops_per_sec: tally.histogram.len() as f64 / duration.as_secs_f64(),
         tally,
+        cpu: cpu.await.expect("CPU sampler panicked"),
     }
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use alga_storage::limits::DEFAULT_MAX_KEYS_PER_NAMESPACE;
 use alga_storage::model::{Precondition, PutOptions};
+use alga_storage_bench::cpu::CpuMeter;
 use alga_storage_bench::rls;
 use alga_storage_bench::run::median;
 use alga_storage_bench::target::{PathKind, Request, Target};
@@ -39,6 +40,7 @@ async fn every_configuration_runs_without_errors() {
         rounds: 1,
     };
     let report = run_suite(&config, |_| {}).await.unwrap();
+    let local = server_is_on_this_machine().await;
     // 2 spreads × 6 workloads × 2 concurrencies × (raw, service, wasm, rest, raw-rls) + bare
     // for 2 workloads.
     assert_eq!(report.runs.len(), 2 * 6 * 2 * 5 + 2 * 2 * 2);
@@ -50,6 +52,8 @@ async fn every_configuration_runs_without_errors() {
             "{run:?}"
         );
         assert!(run.ratio_to_raw.is_some(), "{run:?}");
+        assert!(run.host_cpu_us_per_op.is_some(), "{run:?}");
+        assert_eq!(run.db_cpu_us_per_op.is_some(), local, "{run:?}");
     }
     let scaling = report.list_scaling.as_ref().unwrap();
     assert_eq!((scaling.small_keys, scaling.large_keys), (1_000, 5_000));
@@ -206,4 +210,47 @@ async fn the_rls_policy_admits_only_the_scoped_install() {
         Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
         "{refused}"
     );
+}
+
+/// Whether the test server listens on a loopback address or a Unix socket: then it runs here,
+/// and the harness must find it and read its CPU time. A server elsewhere is not measured.
+async fn server_is_on_this_machine() -> bool {
+    let client = alga_storage_tests::connect(&alga_storage_tests::admin_url()).await;
+    client
+        .query_one(
+            "SELECT coalesce(inet_server_addr() <<= inet '127.0.0.0/8' \
+                             OR inet_server_addr() = inet '::1', true)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The meter finds the local test server and counts the CPU time its backends spend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_meter_counts_the_servers_cpu_time() {
+    let client = alga_storage_tests::connect(&alga_storage_tests::admin_url()).await;
+    let meter = CpuMeter::locate(&client).await.unwrap();
+    if !server_is_on_this_machine().await {
+        assert!(!meter.measures_db());
+        eprintln!("the test server runs elsewhere: its CPU time is not measured");
+        return;
+    }
+    assert!(meter.measures_db());
+    let start = meter.sample();
+    // Server-side work until the count moves by a few ticks; a meter reading the wrong
+    // processes (or nothing) never sees it move.
+    let mut used = meter.sample().since(start);
+    for _ in 0..100 {
+        client
+            .execute("SELECT count(*) FROM generate_series(1, 1000000)", &[])
+            .await
+            .unwrap();
+        used = meter.sample().since(start);
+        if used.db_us.unwrap() >= 50_000 {
+            break;
+        }
+    }
+    assert!(used.db_us.unwrap() >= 50_000, "{used:?}");
 }

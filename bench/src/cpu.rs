@@ -1,0 +1,188 @@
+//! CPU time per operation on both sides of the connection: the harness process (the host code
+//! under test plus the load generator that drives it) and the PostgreSQL server (its postmaster
+//! and every process the postmaster started), read from `/proc` when the server runs on this
+//! machine. When the two cores are saturated, a path's throughput against raw is close to the
+//! ratio of the two sides' CPU per operation, so these figures say on which side of the
+//! connection a gap is.
+
+use std::fs;
+
+/// `/proc` counts CPU time in USER_HZ ticks, fixed at 100 per second on Linux.
+const MICROS_PER_TICK: u64 = 10_000;
+
+/// Where to read CPU time: this process, and the database server when it is local.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuMeter {
+    postmaster: Option<u32>,
+}
+
+/// CPU time used up to a moment, µs.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuSample {
+    host_us: u64,
+    db_us: Option<u64>,
+}
+
+/// CPU time used between two samples, µs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuUse {
+    /// The harness process.
+    pub host_us: u64,
+    /// The database server, when it runs on this machine.
+    pub db_us: Option<u64>,
+}
+
+impl CpuMeter {
+    /// Finds the server of `client`'s connection: its backend's parent is the postmaster. A
+    /// server elsewhere (no such process here, or one that is not `postgres`) is not measured.
+    pub async fn locate(client: &tokio_postgres::Client) -> anyhow::Result<Self> {
+        let backend: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await?
+            .get(0);
+        let postmaster = u32::try_from(backend).ok().and_then(postmaster_of);
+        Ok(Self { postmaster })
+    }
+
+    /// Whether the database server's CPU time is measured.
+    pub fn measures_db(&self) -> bool {
+        self.postmaster.is_some()
+    }
+
+    /// CPU time used so far.
+    pub fn sample(&self) -> CpuSample {
+        CpuSample {
+            host_us: read_stat("self").map_or(0, |s| s.own_ticks()) * MICROS_PER_TICK,
+            db_us: self
+                .postmaster
+                .and_then(server_ticks)
+                .map(|t| t * MICROS_PER_TICK),
+        }
+    }
+}
+
+impl CpuSample {
+    /// The CPU time used from `start` to this sample.
+    pub fn since(&self, start: CpuSample) -> CpuUse {
+        CpuUse {
+            host_us: self.host_us.saturating_sub(start.host_us),
+            db_us: self
+                .db_us
+                .zip(start.db_us)
+                .map(|(end, start)| end.saturating_sub(start)),
+        }
+    }
+}
+
+/// The fields of `/proc/<pid>/stat` the meter reads.
+#[derive(Debug, PartialEq, Eq)]
+struct Stat {
+    comm: String,
+    ppid: u32,
+    /// utime, stime: this process's own CPU ticks.
+    own: (u64, u64),
+    /// cutime, cstime: the ticks of its children that have exited and been waited for.
+    children: (u64, u64),
+}
+
+impl Stat {
+    fn own_ticks(&self) -> u64 {
+        self.own.0 + self.own.1
+    }
+}
+
+/// Parses a `/proc/<pid>/stat` line. The command name sits in parentheses and may itself hold
+/// spaces and parentheses, so the fields are counted from the last `)`.
+fn parse_stat(line: &str) -> Option<Stat> {
+    let open = line.find('(')?;
+    let close = line.rfind(')')?;
+    let comm = line.get(open + 1..close)?.to_owned();
+    // After the name: state (field 3), ppid (4), …, utime (14), stime, cutime, cstime (17).
+    let fields: Vec<&str> = line.get(close + 1..)?.split_whitespace().collect();
+    let field = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
+    Some(Stat {
+        comm,
+        ppid: u32::try_from(field(4)?).ok()?,
+        own: (field(14)?, field(15)?),
+        children: (field(16)?, field(17)?),
+    })
+}
+
+fn read_stat(pid: &str) -> Option<Stat> {
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The postmaster of backend `pid`, if that process runs here and is PostgreSQL's.
+fn postmaster_of(pid: u32) -> Option<u32> {
+    let backend = read_stat(&pid.to_string())?;
+    let postmaster = read_stat(&backend.ppid.to_string())?;
+    (backend.comm == "postgres" && postmaster.comm == "postgres").then_some(backend.ppid)
+}
+
+/// CPU ticks of the server: the postmaster's own and its exited children's, plus those of every
+/// process it runs now (backends, WAL writer, checkpointer, autovacuum).
+fn server_ticks(postmaster: u32) -> Option<u64> {
+    let main = read_stat(&postmaster.to_string())?;
+    let mut ticks = main.own_ticks() + main.children.0 + main.children.1;
+    for entry in fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        // A process may exit between the listing and the read: it is then counted in the
+        // postmaster's children once waited for.
+        if let Some(stat) = read_stat(pid).filter(|s| s.ppid == postmaster) {
+            ticks += stat.own_ticks();
+        }
+    }
+    Some(ticks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_from_the_last_parenthesis() {
+        let line = "4242 (post (gres) x) S 17 4242 4242 0 -1 4194560 900 0 0 0 \
+                    120 35 7 3 20 0 1 0 5000 1000000 500 18446744073709551615";
+        assert_eq!(
+            parse_stat(line),
+            Some(Stat {
+                comm: "post (gres) x".into(),
+                ppid: 17,
+                own: (120, 35),
+                children: (7, 3),
+            })
+        );
+        assert_eq!(parse_stat("4242 (postgres) S 17 1 2"), None);
+        assert_eq!(parse_stat("no parentheses"), None);
+    }
+
+    #[test]
+    fn a_process_that_is_not_postgres_has_no_postmaster() {
+        assert_eq!(postmaster_of(std::process::id()), None);
+        assert_eq!(postmaster_of(u32::MAX), None);
+    }
+
+    #[test]
+    fn this_process_is_sampled() {
+        let meter = CpuMeter { postmaster: None };
+        let start = meter.sample();
+        // Spin until the count moves (a few ticks); a meter that reads nothing never does.
+        let (begun, mut x) = (std::time::Instant::now(), 0u64);
+        while meter.sample().since(start).host_us < 3 * MICROS_PER_TICK
+            && begun.elapsed() < std::time::Duration::from_secs(20)
+        {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+        }
+        let used = meter.sample().since(start);
+        assert!(used.host_us >= 3 * MICROS_PER_TICK, "{used:?}");
+        assert_eq!(used.db_us, None);
+    }
+}
