@@ -1,9 +1,9 @@
 //! CPU time per operation on both sides of the connection: the harness process (the host code
 //! under test plus the load generator that drives it) and the PostgreSQL server (its postmaster
 //! and every process the postmaster started), read from `/proc` when the server runs on this
-//! machine. When the two cores are saturated, a path's throughput against raw is close to the
-//! ratio of the two sides' CPU per operation, so these figures say on which side of the
-//! connection a gap is.
+//! machine. When the two cores are saturated, a path's throughput against raw is close to raw's
+//! CPU per operation (both sides together) over the path's, so these figures say on which side
+//! of the connection a gap is.
 
 use std::fs;
 
@@ -16,18 +16,18 @@ pub struct CpuMeter {
     postmaster: Option<u32>,
 }
 
-/// CPU time used up to a moment, µs.
+/// CPU time used up to a moment, µs; `None` where it could not be read.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuSample {
-    host_us: u64,
+    harness_us: Option<u64>,
     db_us: Option<u64>,
 }
 
-/// CPU time used between two samples, µs.
+/// CPU time used between two samples, µs; `None` where it could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuUse {
     /// The harness process.
-    pub host_us: u64,
+    pub harness_us: Option<u64>,
     /// The database server, when it runs on this machine.
     pub db_us: Option<u64>,
 }
@@ -52,7 +52,7 @@ impl CpuMeter {
     /// CPU time used so far.
     pub fn sample(&self) -> CpuSample {
         CpuSample {
-            host_us: read_stat("self").map_or(0, |s| s.own_ticks()) * MICROS_PER_TICK,
+            harness_us: read_stat("self").map(|s| s.own_ticks() * MICROS_PER_TICK),
             db_us: self
                 .postmaster
                 .and_then(server_ticks)
@@ -65,13 +65,14 @@ impl CpuSample {
     /// The CPU time used from `start` to this sample.
     pub fn since(&self, start: CpuSample) -> CpuUse {
         CpuUse {
-            host_us: self.host_us.saturating_sub(start.host_us),
-            db_us: self
-                .db_us
-                .zip(start.db_us)
-                .map(|(end, start)| end.saturating_sub(start)),
+            harness_us: elapsed(start.harness_us, self.harness_us),
+            db_us: elapsed(start.db_us, self.db_us),
         }
     }
+}
+
+fn elapsed(start: Option<u64>, end: Option<u64>) -> Option<u64> {
+    Some(end?.saturating_sub(start?))
 }
 
 /// The fields of `/proc/<pid>/stat` the meter reads.
@@ -88,6 +89,11 @@ struct Stat {
 impl Stat {
     fn own_ticks(&self) -> u64 {
         self.own.0 + self.own.1
+    }
+
+    /// Its own ticks and those of the children it has reaped (which include theirs).
+    fn ticks_with_children(&self) -> u64 {
+        self.own_ticks() + self.children.0 + self.children.1
     }
 }
 
@@ -119,11 +125,27 @@ fn postmaster_of(pid: u32) -> Option<u32> {
     (backend.comm == "postgres" && postmaster.comm == "postgres").then_some(backend.ppid)
 }
 
-/// CPU ticks of the server: the postmaster's own and its exited children's, plus those of every
-/// process it runs now (backends, WAL writer, checkpointer, autovacuum).
+/// CPU ticks of the server: the postmaster's and those of every process it started, running
+/// (backends, WAL writer, checkpointer, autovacuum) or exited. A child's ticks are in its own
+/// stat while it runs and in the postmaster's once reaped, so when the postmaster reaps one
+/// during the scan of `/proc` (it would be counted twice or not at all) the scan is repeated.
 fn server_ticks(postmaster: u32) -> Option<u64> {
-    let main = read_stat(&postmaster.to_string())?;
-    let mut ticks = main.own_ticks() + main.children.0 + main.children.1;
+    let pid = postmaster.to_string();
+    let mut before = read_stat(&pid)?;
+    for _ in 0..5 {
+        let running = running_children_ticks(postmaster)?;
+        let after = read_stat(&pid)?;
+        if after.children == before.children {
+            return Some(after.ticks_with_children() + running);
+        }
+        before = after;
+    }
+    None
+}
+
+/// The ticks of the processes whose parent is `parent` now, with those of their reaped children.
+fn running_children_ticks(parent: u32) -> Option<u64> {
+    let mut ticks = 0;
     for entry in fs::read_dir("/proc").ok()?.flatten() {
         let name = entry.file_name();
         let Some(pid) = name
@@ -132,10 +154,9 @@ fn server_ticks(postmaster: u32) -> Option<u64> {
         else {
             continue;
         };
-        // A process may exit between the listing and the read: it is then counted in the
-        // postmaster's children once waited for.
-        if let Some(stat) = read_stat(pid).filter(|s| s.ppid == postmaster) {
-            ticks += stat.own_ticks();
+        // A process that exits between the listing and the read is counted by its parent.
+        if let Some(stat) = read_stat(pid).filter(|s| s.ppid == parent) {
+            ticks += stat.ticks_with_children();
         }
     }
     Some(ticks)
@@ -168,13 +189,62 @@ mod tests {
         assert_eq!(postmaster_of(u32::MAX), None);
     }
 
+    /// Ends a process when the test does, passing or not.
+    struct KillOnDrop(std::process::Child);
+
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// A stand-in for a postmaster: a shell whose child spins until it is killed (or the shell
+    /// is gone). The child's CPU counts while it runs and still counts once the shell reaped it.
+    #[test]
+    fn a_servers_children_count_while_they_run_and_after_they_exit() {
+        let shell = KillOnDrop(
+            std::process::Command::new("sh")
+                .args([
+                    "-c",
+                    "sh -c 'while [ -e /proc/$PPID ]; do :; done'; exec sleep 60",
+                ])
+                .spawn()
+                .unwrap(),
+        );
+        let parent = shell.0.id();
+        let stat = || read_stat(&parent.to_string()).unwrap();
+        let wait_for = |done: &dyn Fn() -> bool| {
+            let begun = std::time::Instant::now();
+            while !done() && begun.elapsed() < std::time::Duration::from_secs(20) {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        };
+        wait_for(&|| server_ticks(parent) >= Some(20));
+        let running = server_ticks(parent).unwrap();
+        let spinner = fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+            .find(|pid| read_stat(&pid.to_string()).is_some_and(|s| s.ppid == parent))
+            .unwrap();
+        std::process::Command::new("kill")
+            .args(["-KILL", &spinner.to_string()])
+            .status()
+            .unwrap();
+        wait_for(&|| stat().children != (0, 0));
+        let exited = server_ticks(parent).unwrap();
+        assert!(running >= 20, "{running}");
+        assert!(exited >= running, "{exited} < {running}");
+    }
+
     #[test]
     fn this_process_is_sampled() {
         let meter = CpuMeter { postmaster: None };
         let start = meter.sample();
         // Spin until the count moves (a few ticks); a meter that reads nothing never does.
         let (begun, mut x) = (std::time::Instant::now(), 0u64);
-        while meter.sample().since(start).host_us < 3 * MICROS_PER_TICK
+        while meter.sample().since(start).harness_us < Some(3 * MICROS_PER_TICK)
             && begun.elapsed() < std::time::Duration::from_secs(20)
         {
             for _ in 0..100_000 {
@@ -182,7 +252,7 @@ mod tests {
             }
         }
         let used = meter.sample().since(start);
-        assert!(used.host_us >= 3 * MICROS_PER_TICK, "{used:?}");
+        assert!(used.harness_us >= Some(3 * MICROS_PER_TICK), "{used:?}");
         assert_eq!(used.db_us, None);
     }
 }

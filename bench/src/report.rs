@@ -61,7 +61,7 @@ impl Report {
                 r.p99_us,
                 r.errors,
                 ratio(r),
-                micros(r.host_cpu_us_per_op),
+                micros(r.harness_cpu_us_per_op),
                 micros(r.db_cpu_us_per_op),
             ));
         }

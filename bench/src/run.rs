@@ -49,10 +49,14 @@ pub struct RunResult {
     pub round_ratios: Vec<f64>,
     /// CPU time of the harness process per operation, µs: the host code under test and the
     /// load generator (the median of the rounds).
-    pub host_cpu_us_per_op: Option<f64>,
+    pub harness_cpu_us_per_op: Option<f64>,
     /// CPU time of the database server per operation, µs, when it runs on this machine (the
     /// median of the rounds).
     pub db_cpu_us_per_op: Option<f64>,
+    /// The harness's CPU time per operation in each round (`None`: not measured).
+    pub round_harness_cpu_us_per_op: Vec<Option<f64>>,
+    /// The database server's CPU time per operation in each round (`None`: not measured).
+    pub round_db_cpu_us_per_op: Vec<Option<f64>>,
 }
 
 impl RunResult {
@@ -62,14 +66,13 @@ impl RunResult {
         phases: Vec<Phase>,
     ) -> Self {
         let mut all = Tally::default();
-        let (mut round_ops_per_sec, mut host_cpu, mut db_cpu) =
+        let (mut round_ops_per_sec, mut harness_cpu, mut db_cpu) =
             (Vec::new(), Vec::new(), Vec::new());
         for phase in phases {
             let ops = phase.tally.histogram.len();
-            if ops > 0 {
-                host_cpu.push(phase.cpu.host_us as f64 / ops as f64);
-                db_cpu.extend(phase.cpu.db_us.map(|us| us as f64 / ops as f64));
-            }
+            let per_op = |us: Option<u64>| us.filter(|_| ops > 0).map(|us| us as f64 / ops as f64);
+            harness_cpu.push(per_op(phase.cpu.harness_us));
+            db_cpu.push(per_op(phase.cpu.db_us));
             all.add(phase.tally);
             round_ops_per_sec.push(phase.ops_per_sec);
         }
@@ -88,8 +91,10 @@ impl RunResult {
             p99_us: all.histogram.value_at_quantile(0.99),
             ratio_to_raw: None,
             round_ratios: Vec::new(),
-            host_cpu_us_per_op: (!host_cpu.is_empty()).then(|| median(&host_cpu)),
-            db_cpu_us_per_op: (!db_cpu.is_empty()).then(|| median(&db_cpu)),
+            harness_cpu_us_per_op: median_of_measured(&harness_cpu),
+            db_cpu_us_per_op: median_of_measured(&db_cpu),
+            round_harness_cpu_us_per_op: harness_cpu,
+            round_db_cpu_us_per_op: db_cpu,
         }
     }
 }
@@ -117,6 +122,12 @@ pub fn median(values: &[f64]) -> f64 {
         n if n % 2 == 1 => sorted[n / 2],
         n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
     }
+}
+
+/// The median of the rounds that were measured, if any was.
+fn median_of_measured(rounds: &[Option<f64>]) -> Option<f64> {
+    let measured: Vec<f64> = rounds.iter().flatten().copied().collect();
+    (!measured.is_empty()).then(|| median(&measured))
 }
 
 /// The order of `paths` paths in round `round`: each round starts with the next path, so that

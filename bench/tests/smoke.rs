@@ -52,7 +52,7 @@ async fn every_configuration_runs_without_errors() {
             "{run:?}"
         );
         assert!(run.ratio_to_raw.is_some(), "{run:?}");
-        assert!(run.host_cpu_us_per_op.is_some(), "{run:?}");
+        assert!(run.harness_cpu_us_per_op.is_some(), "{run:?}");
         assert_eq!(run.db_cpu_us_per_op.is_some(), local, "{run:?}");
     }
     let scaling = report.list_scaling.as_ref().unwrap();
@@ -139,6 +139,25 @@ async fn rounds_report_medians_of_per_round_ratios() {
         );
         assert_eq!(run.ops_per_sec, median(&run.round_ops_per_sec), "{run:?}");
         assert_eq!(run.ratio_to_raw, Some(median(&run.round_ratios)), "{run:?}");
+        // CPU per operation: every round measured, the medians reported.
+        let harness: Vec<f64> = run
+            .round_harness_cpu_us_per_op
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
+        assert_eq!(harness.len(), 3, "{run:?}");
+        assert_eq!(run.harness_cpu_us_per_op, Some(median(&harness)), "{run:?}");
+        let db: Vec<f64> = run
+            .round_db_cpu_us_per_op
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
+        if server_is_on_this_machine().await {
+            assert_eq!(db.len(), 3, "{run:?}");
+            assert_eq!(run.db_cpu_us_per_op, Some(median(&db)), "{run:?}");
+        }
         if run.path == PathKind::Raw {
             assert_eq!(run.round_ratios, [1.0; 3], "{run:?}");
         }
