@@ -145,21 +145,22 @@ fn server_ticks(postmaster: u32) -> Option<u64> {
 
 /// The ticks of the processes whose parent is `parent` now, with those of their reaped children.
 fn running_children_ticks(parent: u32) -> Option<u64> {
-    let mut ticks = 0;
-    for entry in fs::read_dir("/proc").ok()?.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            continue;
-        };
-        // A process that exits between the listing and the read is counted by its parent.
-        if let Some(stat) = read_stat(pid).filter(|s| s.ppid == parent) {
-            ticks += stat.ticks_with_children();
-        }
-    }
-    Some(ticks)
+    Some(
+        children_of(parent)?
+            .map(|(_, stat)| stat.ticks_with_children())
+            .sum(),
+    )
+}
+
+/// The processes whose parent is `parent` now. One that exits between the listing of `/proc`
+/// and the read of its stat is left out (its parent counts it once reaped).
+fn children_of(parent: u32) -> Option<impl Iterator<Item = (u32, Stat)>> {
+    let entries = fs::read_dir("/proc").ok()?.flatten();
+    Some(entries.filter_map(move |entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let stat = read_stat(&pid.to_string()).filter(|s| s.ppid == parent)?;
+        Some((pid, stat))
+    }))
 }
 
 #[cfg(test)]
@@ -222,12 +223,7 @@ mod tests {
         };
         wait_for(&|| server_ticks(parent) >= Some(20));
         let running = server_ticks(parent).unwrap();
-        let spinner = fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-            .find(|pid| read_stat(&pid.to_string()).is_some_and(|s| s.ppid == parent))
-            .unwrap();
+        let (spinner, _) = children_of(parent).unwrap().next().unwrap();
         std::process::Command::new("kill")
             .args(["-KILL", &spinner.to_string()])
             .status()
