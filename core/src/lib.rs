@@ -9,6 +9,7 @@
 
 pub mod cursor;
 pub mod error;
+pub mod json;
 pub mod limits;
 pub mod token;
 pub mod validate;

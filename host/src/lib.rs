@@ -36,7 +36,7 @@ pub mod wasm;
 
 // The I/O-free modules live in `alga-storage-core` (so they fuzz without the host's stacks);
 // they keep their paths here.
-pub use alga_storage_core::{error, limits};
+pub use alga_storage_core::{error, json, limits};
 
 pub use context::{CallContext, STORAGE_CAPABILITY, STORAGE_READ_CAPABILITY};
 pub use error::{BulkError, Quota, StorageError, Violation};

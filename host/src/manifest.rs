@@ -296,10 +296,7 @@ impl StorageService {
 
 /// Whether two JSON texts are the same document (whitespace and key order aside).
 fn same_json(a: &str, b: &str) -> bool {
-    match (
-        serde_json::from_str::<serde_json::Value>(a),
-        serde_json::from_str::<serde_json::Value>(b),
-    ) {
+    match (crate::json::parse_value(a), crate::json::parse_value(b)) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     }

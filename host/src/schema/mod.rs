@@ -12,6 +12,7 @@ use jsonschema::{Draft, Validator};
 use serde_json::Value;
 
 use crate::error::{StorageError, Violation};
+use crate::json;
 
 /// Most violations reported for one value.
 pub const MAX_VIOLATIONS: usize = 50;
@@ -30,8 +31,8 @@ pub fn compile(document: &str) -> Result<(Value, Validator), StorageError> {
             document.len()
         )));
     }
-    let schema: Value =
-        serde_json::from_str(document).map_err(|e| invalid(format!("is not valid JSON: {e}")))?;
+    let schema =
+        json::parse_value(document).map_err(|e| invalid(format!("is not valid JSON: {e}")))?;
     let draft = match &schema {
         Value::Bool(_) => Draft::Draft202012,
         Value::Object(map) => match map.get("$schema") {
@@ -85,7 +86,7 @@ pub fn violations(
     field: &'static str,
     value: &str,
 ) -> Result<Vec<Violation>, StorageError> {
-    let instance: Value = serde_json::from_str(value)
+    let instance = json::parse_value(value)
         .map_err(|e| StorageError::invalid(field, format!("is not valid JSON: {e}")))?;
     Ok(validator
         .iter_errors(&instance)
@@ -188,5 +189,25 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    /// A value is checked as stored: serde_json's `RawValue` marker key cannot smuggle a
+    /// different document past the schema (see `alga_storage_core::json`).
+    #[test]
+    fn the_raw_value_marker_key_is_checked_as_an_ordinary_key() {
+        let (_, validator) = compile(
+            r#"{"type":"object","required":["name"],"additionalProperties":false,
+                "properties":{"name":{"type":"string"}}}"#,
+        )
+        .unwrap();
+        let smuggled = r#"{"$serde_json::private::RawValue":"{\"name\":\"ok\"}"}"#;
+        let found = violations(&validator, "value", smuggled).unwrap();
+        let keywords: Vec<&str> = found.iter().map(|v| v.keyword.as_str()).collect();
+        assert!(keywords.contains(&"required"), "{found:?}");
+        assert!(keywords.contains(&"additionalProperties"), "{found:?}");
+        // A schema in that form is read as written too: an object with one unknown keyword,
+        // which accepts anything, not the `false` schema inside its string.
+        let (schema, _) = compile(r#"{"$serde_json::private::RawValue":"false"}"#).unwrap();
+        assert!(schema.is_object(), "{schema}");
     }
 }
