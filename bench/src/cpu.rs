@@ -4,23 +4,39 @@
 //! machine. When the two cores are saturated, a path's throughput against raw is close to raw's
 //! CPU per operation (both sides together) over the path's, so these figures say on which side
 //! of the connection a gap is.
+//!
+//! The server's figure is also split: its client backends (the processes executing the
+//! operations' statements) apart from the rest (autovacuum, checkpointer, WAL writer). The rest
+//! runs when the server decides, so it can land in a phase other than the one whose writes
+//! caused it.
 
+use std::collections::HashMap;
 use std::fs;
+use std::sync::Arc;
 
 /// `/proc` counts CPU time in USER_HZ ticks, fixed at 100 per second on Linux.
 const MICROS_PER_TICK: u64 = 10_000;
 
+/// Lists the server's client backends, leaving out the meter's own.
+const CLIENT_BACKENDS: &str = "\
+SELECT pid FROM pg_stat_activity
+ WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()";
+
 /// Where to read CPU time: this process, and the database server when it is local.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CpuMeter {
     postmaster: Option<u32>,
+    /// The connection that asks the server which of its processes are client backends.
+    client: Arc<tokio_postgres::Client>,
 }
 
 /// CPU time used up to a moment, µs; `None` where it could not be read.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub struct CpuSample {
     harness_us: Option<u64>,
     db_us: Option<u64>,
+    /// Each client backend's CPU time so far, by process id.
+    backends_us: Option<HashMap<u32, u64>>,
 }
 
 /// CPU time used between two samples, µs; `None` where it could not be read.
@@ -30,18 +46,24 @@ pub struct CpuUse {
     pub harness_us: Option<u64>,
     /// The database server, when it runs on this machine.
     pub db_us: Option<u64>,
+    /// Of `db_us`, the client backends that ran at the end of the span; the remainder is the
+    /// server's background work (and any backend that exited during the span).
+    pub db_backends_us: Option<u64>,
 }
 
 impl CpuMeter {
     /// Finds the server of `client`'s connection: its backend's parent is the postmaster. A
     /// server elsewhere (no such process here, or one that is not `postgres`) is not measured.
-    pub async fn locate(client: &tokio_postgres::Client) -> anyhow::Result<Self> {
+    pub async fn locate(client: tokio_postgres::Client) -> anyhow::Result<Self> {
         let backend: i32 = client
             .query_one("SELECT pg_backend_pid()", &[])
             .await?
             .get(0);
         let postmaster = u32::try_from(backend).ok().and_then(postmaster_of);
-        Ok(Self { postmaster })
+        Ok(Self {
+            postmaster,
+            client: Arc::new(client),
+        })
     }
 
     /// Whether the database server's CPU time is measured.
@@ -50,29 +72,66 @@ impl CpuMeter {
     }
 
     /// CPU time used so far.
-    pub fn sample(&self) -> CpuSample {
+    pub async fn sample(&self) -> CpuSample {
+        let Some(postmaster) = self.postmaster else {
+            return CpuSample {
+                harness_us: harness_us(),
+                ..CpuSample::default()
+            };
+        };
+        let backends = self.client_backends(postmaster).await;
         CpuSample {
-            harness_us: read_stat("self").map(|s| s.own_ticks() * MICROS_PER_TICK),
-            db_us: self
-                .postmaster
-                .and_then(server_ticks)
-                .map(|t| t * MICROS_PER_TICK),
+            harness_us: harness_us(),
+            db_us: server_ticks(postmaster).map(|t| t * MICROS_PER_TICK),
+            backends_us: backends,
         }
     }
+
+    /// The CPU time so far of each of the server's client backends (children of `postmaster`).
+    async fn client_backends(&self, postmaster: u32) -> Option<HashMap<u32, u64>> {
+        let rows = self.client.query(CLIENT_BACKENDS, &[]).await.ok()?;
+        let pids = rows
+            .iter()
+            .filter_map(|row| u32::try_from(row.get::<_, i32>(0)).ok());
+        Some(
+            pids.filter_map(|pid| {
+                let stat = read_stat(&pid.to_string()).filter(|s| s.ppid == postmaster)?;
+                Some((pid, stat.own_ticks() * MICROS_PER_TICK))
+            })
+            .collect(),
+        )
+    }
+}
+
+fn harness_us() -> Option<u64> {
+    read_stat("self").map(|s| s.own_ticks() * MICROS_PER_TICK)
 }
 
 impl CpuSample {
     /// The CPU time used from `start` to this sample.
-    pub fn since(&self, start: CpuSample) -> CpuUse {
+    pub fn since(&self, start: &CpuSample) -> CpuUse {
         CpuUse {
             harness_us: elapsed(start.harness_us, self.harness_us),
             db_us: elapsed(start.db_us, self.db_us),
+            db_backends_us: match (&start.backends_us, &self.backends_us) {
+                (Some(start), Some(end)) => Some(backends_elapsed(start, end)),
+                _ => None,
+            },
         }
     }
 }
 
 fn elapsed(start: Option<u64>, end: Option<u64>) -> Option<u64> {
     Some(end?.saturating_sub(start?))
+}
+
+/// The CPU time the backends running at `end` used since `start`, each against its own start
+/// (a backend that started in between, against zero). One that exited in between is not in
+/// `end`: its time is in the postmaster's reaped children, outside this figure.
+fn backends_elapsed(start: &HashMap<u32, u64>, end: &HashMap<u32, u64>) -> u64 {
+    end.iter()
+        .map(|(pid, us)| us.saturating_sub(start.get(pid).copied().unwrap_or(0)))
+        .sum()
 }
 
 /// The fields of `/proc/<pid>/stat` the meter reads.
@@ -236,19 +295,33 @@ mod tests {
 
     #[test]
     fn this_process_is_sampled() {
-        let meter = CpuMeter { postmaster: None };
-        let start = meter.sample();
+        let sample = || CpuSample {
+            harness_us: harness_us(),
+            ..CpuSample::default()
+        };
+        let start = sample();
         // Spin until the count moves (a few ticks); a meter that reads nothing never does.
         let (begun, mut x) = (std::time::Instant::now(), 0u64);
-        while meter.sample().since(start).harness_us < Some(3 * MICROS_PER_TICK)
+        while sample().since(&start).harness_us < Some(3 * MICROS_PER_TICK)
             && begun.elapsed() < std::time::Duration::from_secs(20)
         {
             for _ in 0..100_000 {
                 x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
             }
         }
-        let used = meter.sample().since(start);
+        let used = sample().since(&start);
         assert!(used.harness_us >= Some(3 * MICROS_PER_TICK), "{used:?}");
-        assert_eq!(used.db_us, None);
+        assert_eq!((used.db_us, used.db_backends_us), (None, None));
+    }
+
+    /// Each backend is measured against its own start: a new one from zero, one that exited
+    /// not at all, and a pid's earlier time never subtracts from another's.
+    #[test]
+    fn backends_count_from_their_own_start() {
+        let start = HashMap::from([(10, 500), (11, 700), (12, 9_000)]);
+        let end = HashMap::from([(10, 800), (11, 700), (13, 40)]);
+        assert_eq!(backends_elapsed(&start, &end), 300 + 40);
+        assert_eq!(backends_elapsed(&HashMap::new(), &end), 800 + 700 + 40);
+        assert_eq!(backends_elapsed(&start, &HashMap::new()), 0);
     }
 }

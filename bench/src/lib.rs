@@ -16,6 +16,8 @@ pub mod workload;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
+
 use alga_storage::model::{PutItem, PutOptions};
 use alga_storage::{CallContext, STORAGE_CAPABILITY, StorageService};
 use alga_storage_tests::TestDb;
@@ -73,7 +75,8 @@ pub async fn run_suite(config: &Config, progress: impl Fn(&str)) -> anyhow::Resu
             installs.names().len()
         ));
         preload(&db, &installs).await?;
-        let meter = cpu::CpuMeter::locate(&db.client().await).await?;
+        let meter = cpu::CpuMeter::locate(db.client().await).await?;
+        let maintenance = db.client().await;
         let mut targets = Vec::new();
         for &path in &paths_with_raw(config) {
             let target = Target::new(path, &db.url, max_concurrency.max(2)).await?;
@@ -90,6 +93,7 @@ pub async fn run_suite(config: &Config, progress: impl Fn(&str)) -> anyhow::Resu
                 let mut phases: Vec<Vec<Phase>> = measured.iter().map(|_| Vec::new()).collect();
                 for round in 0..config.rounds {
                     for i in run::round_order(measured.len(), round) {
+                        settle(&maintenance).await?;
                         let target = measured[i].1.clone();
                         let phase = run::run(
                             target,
@@ -97,7 +101,7 @@ pub async fn run_suite(config: &Config, progress: impl Fn(&str)) -> anyhow::Resu
                             workload,
                             concurrency,
                             config.duration,
-                            meter,
+                            &meter,
                         )
                         .await;
                         phases[i].push(phase);
@@ -133,6 +137,19 @@ pub async fn run_suite(config: &Config, progress: impl Fn(&str)) -> anyhow::Resu
     }
     report.rss_kb_end = report::rss_kb();
     Ok(report)
+}
+
+/// Vacuums the tables the workloads write, before each phase and outside its measurement. Every
+/// phase then starts from tables without dead rows, and the autovacuum that one phase's writes
+/// call for does not run (and count) during the next phase, which may be another path's.
+async fn settle(client: &tokio_postgres::Client) -> anyhow::Result<()> {
+    client
+        .batch_execute(
+            "VACUUM ext_storage_records, ext_storage_audit, ext_storage_namespace_usage, \
+             ext_storage_install_usage",
+        )
+        .await
+        .context("vacuum between phases")
 }
 
 fn paths_with_raw(config: &Config) -> Vec<PathKind> {

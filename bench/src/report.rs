@@ -45,12 +45,12 @@ impl Report {
     pub fn table(&self) -> String {
         let mut out = String::from(
             "| spread | workload | conc. | path | ops/s | p50 µs | p95 µs | p99 µs | errors | × raw \
-             | CPU µs/op harness | CPU µs/op db |\n\
-             | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+             | CPU µs/op harness | CPU µs/op db | of it backends |\n\
+             | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
         );
         for r in &self.runs {
             out.push_str(&format!(
-                "| {:?} | {:?} | {} | {:?} | {:.0} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {:?} | {:?} | {} | {:?} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 r.spread,
                 r.workload,
                 r.concurrency,
@@ -63,6 +63,7 @@ impl Report {
                 ratio(r),
                 micros(r.harness_cpu_us_per_op),
                 micros(r.db_cpu_us_per_op),
+                micros(r.db_backends_cpu_us_per_op),
             ));
         }
         if let Some(s) = &self.list_scaling {

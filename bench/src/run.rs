@@ -53,10 +53,15 @@ pub struct RunResult {
     /// CPU time of the database server per operation, µs, when it runs on this machine (the
     /// median of the rounds).
     pub db_cpu_us_per_op: Option<f64>,
+    /// Of `db_cpu_us_per_op`, the server's client backends: the statements' own execution,
+    /// without background work such as autovacuum (the median of the rounds).
+    pub db_backends_cpu_us_per_op: Option<f64>,
     /// The harness's CPU time per operation in each round (`None`: not measured).
     pub round_harness_cpu_us_per_op: Vec<Option<f64>>,
     /// The database server's CPU time per operation in each round (`None`: not measured).
     pub round_db_cpu_us_per_op: Vec<Option<f64>>,
+    /// The client backends' CPU time per operation in each round (`None`: not measured).
+    pub round_db_backends_cpu_us_per_op: Vec<Option<f64>>,
 }
 
 impl RunResult {
@@ -66,13 +71,14 @@ impl RunResult {
         phases: Vec<Phase>,
     ) -> Self {
         let mut all = Tally::default();
-        let (mut round_ops_per_sec, mut harness_cpu, mut db_cpu) =
-            (Vec::new(), Vec::new(), Vec::new());
+        let (mut round_ops_per_sec, mut harness_cpu, mut db_cpu, mut backends_cpu) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for phase in phases {
             let ops = phase.tally.histogram.len();
             let per_op = |us: Option<u64>| us.filter(|_| ops > 0).map(|us| us as f64 / ops as f64);
             harness_cpu.push(per_op(phase.cpu.harness_us));
             db_cpu.push(per_op(phase.cpu.db_us));
+            backends_cpu.push(per_op(phase.cpu.db_backends_us));
             all.add(phase.tally);
             round_ops_per_sec.push(phase.ops_per_sec);
         }
@@ -93,8 +99,10 @@ impl RunResult {
             round_ratios: Vec::new(),
             harness_cpu_us_per_op: median_of_measured(&harness_cpu),
             db_cpu_us_per_op: median_of_measured(&db_cpu),
+            db_backends_cpu_us_per_op: median_of_measured(&backends_cpu),
             round_harness_cpu_us_per_op: harness_cpu,
             round_db_cpu_us_per_op: db_cpu,
+            round_db_backends_cpu_us_per_op: backends_cpu,
         }
     }
 }
@@ -178,15 +186,16 @@ pub async fn run(
     workload: Workload,
     concurrency: usize,
     duration: Duration,
-    meter: CpuMeter,
+    meter: &CpuMeter,
 ) -> Phase {
     let measure_from = Instant::now() + duration / 4;
     let deadline = measure_from + duration;
+    let meter = meter.clone();
     let cpu = tokio::spawn(async move {
         tokio::time::sleep_until(measure_from.into()).await;
-        let start = meter.sample();
+        let start = meter.sample().await;
         tokio::time::sleep_until(deadline.into()).await;
-        meter.sample().since(start)
+        meter.sample().await.since(&start)
     });
     let mut workers = Vec::new();
     for worker in 0..concurrency {

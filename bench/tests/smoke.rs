@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use alga_storage::limits::DEFAULT_MAX_KEYS_PER_NAMESPACE;
 use alga_storage::model::{Precondition, PutOptions};
-use alga_storage_bench::cpu::CpuMeter;
+use alga_storage_bench::cpu::{CpuMeter, CpuUse};
 use alga_storage_bench::rls;
 use alga_storage_bench::run::median;
 use alga_storage_bench::target::{PathKind, Request, Target};
@@ -54,6 +54,7 @@ async fn every_configuration_runs_without_errors() {
         assert!(run.ratio_to_raw.is_some(), "{run:?}");
         assert!(run.harness_cpu_us_per_op.is_some(), "{run:?}");
         assert_eq!(run.db_cpu_us_per_op.is_some(), local, "{run:?}");
+        assert_eq!(run.db_backends_cpu_us_per_op.is_some(), local, "{run:?}");
     }
     let scaling = report.list_scaling.as_ref().unwrap();
     assert_eq!((scaling.small_keys, scaling.large_keys), (1_000, 5_000));
@@ -147,9 +148,16 @@ async fn rounds_report_medians_of_per_round_ratios() {
         assert_eq!(harness.len(), 3, "{run:?}");
         assert_eq!(run.harness_cpu_us_per_op, Some(median(&harness)), "{run:?}");
         let db = measured(&run.round_db_cpu_us_per_op);
+        let backends = measured(&run.round_db_backends_cpu_us_per_op);
         if local {
             assert_eq!(db.len(), 3, "{run:?}");
             assert_eq!(run.db_cpu_us_per_op, Some(median(&db)), "{run:?}");
+            assert_eq!(backends.len(), 3, "{run:?}");
+            assert_eq!(
+                run.db_backends_cpu_us_per_op,
+                Some(median(&backends)),
+                "{run:?}"
+            );
         }
         if run.path == PathKind::Raw {
             assert_eq!(run.round_ratios, [1.0; 3], "{run:?}");
@@ -239,30 +247,34 @@ async fn server_is_on_this_machine() -> bool {
         .get(0)
 }
 
-/// The meter finds the local test server and counts the CPU time its backends spend.
+/// The meter finds the local test server and counts the CPU time its backends spend, in the
+/// server's figure and in its client backends' share of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_meter_counts_the_servers_cpu_time() {
-    let client = alga_storage_tests::connect(&alga_storage_tests::admin_url()).await;
-    let meter = CpuMeter::locate(&client).await.unwrap();
+    let url = alga_storage_tests::admin_url();
+    let connect = || alga_storage_tests::connect(&url);
+    let meter = CpuMeter::locate(connect().await).await.unwrap();
     if !server_is_on_this_machine().await {
         assert!(!meter.measures_db());
         eprintln!("the test server runs elsewhere: its CPU time is not measured");
         return;
     }
     assert!(meter.measures_db());
-    let start = meter.sample();
-    // Server-side work until the count moves by a few ticks; a meter reading the wrong
-    // processes (or nothing) never sees it move.
-    let mut used = meter.sample().since(start);
+    let client = connect().await;
+    let start = meter.sample().await;
+    // Server-side work in a client backend until both counts move by a few ticks; a meter
+    // reading the wrong processes (or nothing) never sees them move.
+    let moved = |used: &CpuUse| used.db_us >= Some(50_000) && used.db_backends_us >= Some(50_000);
+    let mut used = meter.sample().await.since(&start);
     for _ in 0..100 {
         client
             .execute("SELECT count(*) FROM generate_series(1, 1000000)", &[])
             .await
             .unwrap();
-        used = meter.sample().since(start);
-        if used.db_us.unwrap() >= 50_000 {
+        used = meter.sample().await.since(&start);
+        if moved(&used) {
             break;
         }
     }
-    assert!(used.db_us.unwrap() >= 50_000, "{used:?}");
+    assert!(moved(&used), "{used:?}");
 }
