@@ -79,11 +79,10 @@ impl CpuMeter {
                 ..CpuSample::default()
             };
         };
-        let backends = self.client_backends(postmaster).await;
         CpuSample {
+            backends_us: self.client_backends(postmaster).await,
             harness_us: harness_us(),
             db_us: server_ticks(postmaster).map(|t| t * MICROS_PER_TICK),
-            backends_us: backends,
         }
     }
 
@@ -103,6 +102,7 @@ impl CpuMeter {
     }
 }
 
+/// This process's CPU time so far.
 fn harness_us() -> Option<u64> {
     read_stat("self").map(|s| s.own_ticks() * MICROS_PER_TICK)
 }
