@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Sourced by scripts/test.sh and scripts/demo.sh: starts a throwaway PostgreSQL cluster in a
-# temporary directory on a free loopback port, exports DATABASE_URL, and removes the cluster when
-# the calling script exits. PostgreSQL refuses to run as root, so as root it runs as `postgres`.
+# Sourced by scripts/test.sh, scripts/demo.sh and scripts/write-cost.sh: starts a throwaway
+# PostgreSQL cluster in a temporary directory on a free loopback port, exports DATABASE_URL, and
+# removes the cluster when the calling script exits. PostgreSQL refuses to run as root, so as root
+# it runs as `postgres`.
 
 pg_bindir() {
     local dir

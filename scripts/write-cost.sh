@@ -13,6 +13,7 @@
 #
 # Needs valgrind, psql and PostgreSQL's server binaries; uses a throwaway cluster.
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 
 N="${1:-1000}"
@@ -81,20 +82,23 @@ script() {
     done
 }
 
-# Instructions of a single-user backend running `count` operations of `case` on a fresh copy.
+# Instructions of a single-user backend running `count` operations of `case` on a fresh copy
+# (`cp -a` keeps the data directory's owner), with the throwaway cluster's settings.
 instructions() {
-    local case="$1" count="$2" run="$PG_DIR/run"
+    local case="$1" count="$2" run="$PG_DIR/run" collected
     rm -rf "$run" && cp -a "$PG_DIR/data" "$run"
     script "$case" "$count" >"$PG_DIR/script.sql"
-    chown -R "$(stat -c %U "$PG_DIR/data")" "$PG_DIR"
     as_pg valgrind --tool=callgrind --callgrind-out-file="$PG_DIR/callgrind.out" \
-        "$PG_BIN/postgres" --single -D "$run" -c fsync=off postgres \
+        "$PG_BIN/postgres" --single -D "$run" -c fsync=off -c synchronous_commit=off \
+        -c full_page_writes=off postgres \
         <"$PG_DIR/script.sql" >"$PG_DIR/out.log" 2>"$PG_DIR/valgrind.log"
-    if grep -q ERROR "$PG_DIR/out.log"; then
-        grep -m 3 ERROR "$PG_DIR/out.log" >&2
+    if grep -E -q 'ERROR|FATAL|PANIC' "$PG_DIR/out.log"; then
+        grep -E -m 3 'ERROR|FATAL|PANIC' "$PG_DIR/out.log" >&2
         exit 1
     fi
-    sed -n 's/.*Collected : //p' "$PG_DIR/valgrind.log"
+    collected=$(sed -n 's/.*Collected : //p' "$PG_DIR/valgrind.log")
+    [[ "$collected" =~ ^[0-9]+$ ]] || { cat "$PG_DIR/valgrind.log" >&2; exit 1; }
+    echo "$collected"
 }
 
 echo "server instructions per write ($N measured per case, ~1 KiB values)"

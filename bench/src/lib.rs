@@ -27,7 +27,7 @@ use run::{Phase, RunResult};
 use target::{PathKind, Target};
 use workload::{
     Installs, NAMESPACE, PRELOADED_KEYS, Spread, TENANT, VALIDATED_NAMESPACE, VALUE_SCHEMA,
-    Workload,
+    WRITTEN_TABLES, Workload,
 };
 
 /// What to measure.
@@ -139,15 +139,14 @@ pub async fn run_suite(config: &Config, progress: impl Fn(&str)) -> anyhow::Resu
     Ok(report)
 }
 
-/// Vacuums the tables the workloads write, before each phase and outside its measurement. Every
-/// phase then starts from tables without dead rows, and the autovacuum that one phase's writes
-/// call for does not run (and count) during the next phase, which may be another path's.
+/// Vacuums and analyzes the tables the workloads write, before each phase and outside its
+/// measurement. Every phase then starts from tables without dead rows, and the autovacuum and
+/// autoanalyze that one phase's writes call for do not run (and count) during the next phase,
+/// which may be another path's.
 async fn settle(client: &tokio_postgres::Client) -> anyhow::Result<()> {
+    let sql = format!("VACUUM (ANALYZE) {}", WRITTEN_TABLES.join(", "));
     client
-        .batch_execute(
-            "VACUUM ext_storage_records, ext_storage_audit, ext_storage_namespace_usage, \
-             ext_storage_install_usage",
-        )
+        .batch_execute(&sql)
         .await
         .context("vacuum between phases")
 }

@@ -7,18 +7,12 @@
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
+use crate::workload::WRITTEN_TABLES;
+
 /// The role the RLS path acts as: not a superuser and not the tables' owner, so the policies
 /// apply to it. It cannot log in: connections log in as the harness's user and switch to it at
 /// startup (`-c role=…`), so no password is created on the server.
 const ROLE: &str = "alga_bench_rls";
-
-/// The tables of the write path; each gets the same policy.
-const TABLES: [&str; 4] = [
-    "ext_storage_records",
-    "ext_storage_namespace_usage",
-    "ext_storage_install_usage",
-    "ext_storage_audit",
-];
 
 /// Sets the session's scope; sent ahead of each operation on the same connection.
 pub const SCOPE: &str = "\
@@ -40,7 +34,7 @@ pub async fn setup(admin_url: &str, size: usize) -> anyhow::Result<Pool> {
          END $$;
          GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {ROLE};"
     );
-    for table in TABLES {
+    for table in WRITTEN_TABLES {
         sql.push_str(&format!(
             "GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {ROLE};
              ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;

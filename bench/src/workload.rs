@@ -25,6 +25,13 @@ pub const VALUE_SCHEMA: &str = r#"{
 }"#;
 /// The tenant every install belongs to.
 pub const TENANT: &str = "bench-tenant";
+/// The tables the workloads write: the records, their counters and the audit trail.
+pub const WRITTEN_TABLES: [&str; 4] = [
+    "ext_storage_records",
+    "ext_storage_namespace_usage",
+    "ext_storage_install_usage",
+    "ext_storage_audit",
+];
 
 /// One kind of operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -277,4 +277,10 @@ async fn the_meter_counts_the_servers_cpu_time() {
         }
     }
     assert!(moved(&used), "{used:?}");
+    // The backends are part of the server: at most a few ticks over it, from reading the two
+    // moments apart.
+    assert!(
+        used.db_backends_us.unwrap() <= used.db_us.unwrap() + 20 * 10_000,
+        "{used:?}"
+    );
 }
