@@ -39,9 +39,12 @@ trap stop_throwaway_postgres EXIT
 
 as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 \
     --no-sync >"$PG_DIR/initdb.log" 2>&1 || { cat "$PG_DIR/initdb.log" >&2; exit 1; }
+# Durability traded for speed: the cluster is thrown away. write-cost.sh starts its
+# single-user backends with the same settings.
+PG_SETTINGS=(-c fsync=off -c synchronous_commit=off -c full_page_writes=off)
 as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w start -o \
     "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=300 \
-     -c fsync=off -c synchronous_commit=off -c full_page_writes=off" >/dev/null \
+     ${PG_SETTINGS[*]}" >/dev/null \
     || { cat "$PG_DIR/server.log" >&2; exit 1; }
 
 export DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"

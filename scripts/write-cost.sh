@@ -89,8 +89,7 @@ instructions() {
     rm -rf "$run" && cp -a "$PG_DIR/data" "$run"
     script "$case" "$count" >"$PG_DIR/script.sql"
     as_pg valgrind --tool=callgrind --callgrind-out-file="$PG_DIR/callgrind.out" \
-        "$PG_BIN/postgres" --single -D "$run" -c fsync=off -c synchronous_commit=off \
-        -c full_page_writes=off postgres \
+        "$PG_BIN/postgres" --single -D "$run" "${PG_SETTINGS[@]}" postgres \
         <"$PG_DIR/script.sql" >"$PG_DIR/out.log" 2>"$PG_DIR/valgrind.log"
     if grep -E -q 'ERROR|FATAL|PANIC' "$PG_DIR/out.log"; then
         grep -E -m 3 'ERROR|FATAL|PANIC' "$PG_DIR/out.log" >&2
