@@ -9,6 +9,9 @@
 --   AS412  stale schema       {"current_version": n | null}: the service validated against
 --          another version than the namespace's current one; it reloads and validates again.
 --
+-- The functions rely on READ COMMITTED, PostgreSQL's default: each statement takes its snapshot
+-- when it starts, so a statement after a wait sees what the waited-for transaction committed.
+--
 -- Locks are taken in one order (records by key, then expired records with SKIP LOCKED, then the
 -- namespace counter row, then the install counter row), so concurrent writers cannot deadlock.
 
@@ -191,15 +194,17 @@ DECLARE
 BEGIN
     -- The values were validated against p_schema_version; refuse if the namespace has moved on
     -- (a registration by another host process). Registration takes the same advisory lock, so
-    -- a registration and a write of one namespace are ordered.
-    SELECT (SELECT max(s.version)
-              FROM ext_storage_schemas s
-             WHERE s.tenant_id = p_tenant_id
-               AND s.extension_install_id = p_install_id
-               AND s.namespace = p_namespace)
-      INTO v_current_schema
-      FROM pg_advisory_xact_lock_shared(
-               hashtextextended(p_tenant_id || '/' || p_install_id || '/' || p_namespace, 0));
+    -- a registration and a write of one namespace are ordered. The lock is a statement of its
+    -- own: the read below then takes its snapshot once the lock is granted, and sees the
+    -- version of a registration this write waited for (in one statement, the read would use
+    -- a snapshot from before the wait).
+    PERFORM pg_advisory_xact_lock_shared(
+        hashtextextended(p_tenant_id || '/' || p_install_id || '/' || p_namespace, 0));
+    SELECT max(s.version) INTO v_current_schema
+      FROM ext_storage_schemas s
+     WHERE s.tenant_id = p_tenant_id
+       AND s.extension_install_id = p_install_id
+       AND s.namespace = p_namespace;
     IF v_current_schema IS DISTINCT FROM p_schema_version THEN
         RAISE EXCEPTION USING
             ERRCODE = 'AS412',

@@ -1,6 +1,8 @@
 //! The schema registry on real PostgreSQL: registration rules, validation of every write,
 //! version negotiation, two host processes sharing a database, and the dry run.
 
+use std::time::{Duration, Instant};
+
 use alga_storage::model::{ListOptions, PutItem, PutOptions};
 use alga_storage::{StorageError, StorageService};
 use alga_storage_tests::*;
@@ -408,6 +410,74 @@ async fn a_second_process_never_validates_against_a_stale_schema() {
             expected: 2,
             current: Some(3)
         }
+    );
+}
+
+/// A write that waits for another process's registration (holding the namespace's lock until it
+/// commits) is checked against the version that registration commits, not the one before it.
+#[tokio::test]
+async fn a_write_waiting_for_a_registration_is_checked_against_it() {
+    let db = TestDb::new().await;
+    let (host, call) = (db.service(), granted("t", "i"));
+    // The host caches "no schema".
+    host.put(&call, "ns", "k", r#"{"free":true}"#, &PutOptions::default())
+        .await
+        .unwrap();
+
+    let mut other = db.client().await;
+    let registration = other.transaction().await.unwrap();
+    registration
+        .execute(
+            "SELECT alga_storage_register_schema('t', 'i', 'ns', $1::text::jsonb, now(), \
+             'ext', 'other-host', 'req')",
+            &[&NAME_REQUIRED],
+        )
+        .await
+        .unwrap();
+    let write = tokio::spawn({
+        let (host, call) = (host.clone(), call.clone());
+        async move {
+            host.put(
+                &call,
+                "ns",
+                "k",
+                r#"{"free":false}"#,
+                &PutOptions::default(),
+            )
+            .await
+        }
+    });
+    // Commit only once the write waits for the registration's lock.
+    let watcher = db.client().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+                 WHERE d.datname = current_database() AND l.locktype = 'advisory' \
+                   AND NOT l.granted",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the write never waited for the registration"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    registration.commit().await.unwrap();
+
+    let err = write.await.unwrap().unwrap_err();
+    assert_eq!(violations(err), [(String::new(), "required".to_string())]);
+    let kept = host.get(&call, "ns", "k").await.unwrap().unwrap();
+    assert_eq!(
+        (kept.value.as_deref(), kept.revision),
+        (Some(r#"{"free": true}"#), 1)
     );
 }
 
