@@ -86,6 +86,14 @@ CREATE INDEX ext_storage_audit_unrelayed
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
+        -- The host calls the write functions as `SELECT * FROM f(...)`, which Citus delegates
+        -- to the tenant's worker from 11.0 on. Before, they would run on the coordinator: a
+        -- round trip per statement, and their advisory locks apart from the registration's.
+        IF split_part((SELECT extversion FROM pg_extension WHERE extname = 'citus'), '.', 1)::int
+           < 11 THEN
+            RAISE EXCEPTION 'alga-storage needs Citus 11.0 or later, found %',
+                (SELECT extversion FROM pg_extension WHERE extname = 'citus');
+        END IF;
         PERFORM create_distributed_table('ext_storage_records', 'tenant_id');
         PERFORM create_distributed_table('ext_storage_namespace_usage', 'tenant_id',
                                          colocate_with => 'ext_storage_records');

@@ -477,8 +477,10 @@ END
 $fn$;
 
 -- Operator repair: compares the install's counters with its records and, with p_apply, sets
--- them to what the records give (an audit row per repaired counter). Locks the counter rows in
--- the writers' order first, so no write changes them while they are recomputed.
+-- them to what the records give (an audit row per repaired counter). The namespace rows come
+-- first, then the install's totals (out_namespace NULL, "keys" being namespaces that hold
+-- records), all read in one statement: one snapshot, so a write committing meanwhile cannot
+-- show as drift.
 CREATE FUNCTION alga_storage_recount(
     p_tenant_id text,
     p_install_id text,
@@ -493,42 +495,61 @@ LANGUAGE plpgsql
 AS $fn$
 DECLARE
     v_row record;
-    v_namespaces bigint := 0;
-    v_bytes bigint := 0;
-    v_counted_namespaces bigint;
-    v_counted_bytes bigint;
 BEGIN
     IF p_apply THEN
+        -- Lock every counter the repair may set, in the writers' order (namespace rows by
+        -- name, then the install row), so that no write changes one while it is recomputed:
+        -- a counting write then waits for the repair and applies its change on top. Missing
+        -- rows are created first (an unlocked row a write creates meanwhile would have its
+        -- change overwritten), each a statement of its own so the next one sees what a
+        -- waited-for writer committed.
+        INSERT INTO ext_storage_namespace_usage (tenant_id, extension_install_id, namespace)
+        SELECT DISTINCT r.tenant_id, r.extension_install_id, r.namespace
+          FROM ext_storage_records r
+         WHERE r.tenant_id = p_tenant_id AND r.extension_install_id = p_install_id
+         ORDER BY r.namespace
+        ON CONFLICT DO NOTHING;
         PERFORM 1 FROM ext_storage_namespace_usage u
           WHERE u.tenant_id = p_tenant_id AND u.extension_install_id = p_install_id
           ORDER BY u.namespace
             FOR UPDATE;
+        INSERT INTO ext_storage_install_usage (tenant_id, extension_install_id)
+        VALUES (p_tenant_id, p_install_id)
+        ON CONFLICT DO NOTHING;
         PERFORM 1 FROM ext_storage_install_usage u
           WHERE u.tenant_id = p_tenant_id AND u.extension_install_id = p_install_id
             FOR UPDATE;
     END IF;
 
     FOR v_row IN
+        WITH actual AS (
+            SELECT r.namespace, count(*) AS keys, sum(r.size_bytes)::bigint AS bytes
+              FROM ext_storage_records r
+             WHERE r.tenant_id = p_tenant_id AND r.extension_install_id = p_install_id
+             GROUP BY r.namespace),
+        counted AS (
+            SELECT u.namespace, u.key_count, u.byte_count
+              FROM ext_storage_namespace_usage u
+             WHERE u.tenant_id = p_tenant_id AND u.extension_install_id = p_install_id)
         SELECT coalesce(a.namespace, c.namespace)::text AS namespace,
                coalesce(c.key_count, 0) AS counted_keys,
                coalesce(a.keys, 0) AS actual_keys,
                coalesce(c.byte_count, 0) AS counted_bytes,
                coalesce(a.bytes, 0) AS actual_bytes
-          FROM (SELECT r.namespace, count(*) AS keys, sum(r.size_bytes)::bigint AS bytes
-                  FROM ext_storage_records r
-                 WHERE r.tenant_id = p_tenant_id AND r.extension_install_id = p_install_id
-                 GROUP BY r.namespace) a
-          FULL JOIN (SELECT u.namespace, u.key_count, u.byte_count
-                       FROM ext_storage_namespace_usage u
-                      WHERE u.tenant_id = p_tenant_id
-                        AND u.extension_install_id = p_install_id) c
-            ON c.namespace = a.namespace
-         ORDER BY 1
+          FROM actual a
+          FULL JOIN counted c ON c.namespace = a.namespace
+        UNION ALL
+        SELECT NULL,
+               coalesce((SELECT u.namespace_count FROM ext_storage_install_usage u
+                          WHERE u.tenant_id = p_tenant_id
+                            AND u.extension_install_id = p_install_id), 0),
+               (SELECT count(*) FROM actual),
+               coalesce((SELECT u.byte_count FROM ext_storage_install_usage u
+                          WHERE u.tenant_id = p_tenant_id
+                            AND u.extension_install_id = p_install_id), 0),
+               (SELECT coalesce(sum(a.bytes), 0)::bigint FROM actual a)
+         ORDER BY 1 NULLS LAST
     LOOP
-        IF v_row.actual_keys > 0 THEN
-            v_namespaces := v_namespaces + 1;
-        END IF;
-        v_bytes := v_bytes + v_row.actual_bytes;
         CONTINUE WHEN v_row.counted_keys = v_row.actual_keys
                   AND v_row.counted_bytes = v_row.actual_bytes;
         out_namespace := v_row.namespace;
@@ -537,51 +558,29 @@ BEGIN
         out_counted_bytes := v_row.counted_bytes;
         out_actual_bytes := v_row.actual_bytes;
         RETURN NEXT;
-        IF p_apply THEN
+        IF NOT p_apply THEN
+            CONTINUE;
+        END IF;
+        IF v_row.namespace IS NOT NULL THEN
             INSERT INTO ext_storage_namespace_usage AS u
                 (tenant_id, extension_install_id, namespace, key_count, byte_count)
             VALUES (p_tenant_id, p_install_id, v_row.namespace, v_row.actual_keys,
                     v_row.actual_bytes)
             ON CONFLICT (tenant_id, extension_install_id, namespace) DO UPDATE
                 SET key_count = EXCLUDED.key_count, byte_count = EXCLUDED.byte_count;
-            INSERT INTO ext_storage_audit
-                (tenant_id, extension_install_id, extension_id, namespace, key, operation,
-                 actor, revision, bytes, request_id, occurred_at)
-            VALUES
-                (p_tenant_id, p_install_id, p_extension_id, v_row.namespace, NULL,
-                 'counter-repair', p_actor, NULL, v_row.actual_bytes - v_row.counted_bytes,
-                 p_request_id, p_now);
+        ELSE
+            UPDATE ext_storage_install_usage u
+               SET namespace_count = v_row.actual_keys, byte_count = v_row.actual_bytes
+             WHERE u.tenant_id = p_tenant_id AND u.extension_install_id = p_install_id;
         END IF;
+        INSERT INTO ext_storage_audit
+            (tenant_id, extension_install_id, extension_id, namespace, key, operation,
+             actor, revision, bytes, request_id, occurred_at)
+        VALUES
+            (p_tenant_id, p_install_id, p_extension_id, v_row.namespace, NULL,
+             'counter-repair', p_actor, NULL, v_row.actual_bytes - v_row.counted_bytes,
+             p_request_id, p_now);
     END LOOP;
-
-    SELECT u.namespace_count, u.byte_count INTO v_counted_namespaces, v_counted_bytes
-      FROM ext_storage_install_usage u
-     WHERE u.tenant_id = p_tenant_id AND u.extension_install_id = p_install_id;
-    v_counted_namespaces := coalesce(v_counted_namespaces, 0);
-    v_counted_bytes := coalesce(v_counted_bytes, 0);
-    IF v_counted_namespaces <> v_namespaces OR v_counted_bytes <> v_bytes THEN
-        -- The install's totals: "keys" are namespaces holding records.
-        out_namespace := NULL;
-        out_counted_keys := v_counted_namespaces;
-        out_actual_keys := v_namespaces;
-        out_counted_bytes := v_counted_bytes;
-        out_actual_bytes := v_bytes;
-        RETURN NEXT;
-        IF p_apply THEN
-            INSERT INTO ext_storage_install_usage AS u
-                (tenant_id, extension_install_id, namespace_count, byte_count)
-            VALUES (p_tenant_id, p_install_id, v_namespaces, v_bytes)
-            ON CONFLICT (tenant_id, extension_install_id) DO UPDATE
-                SET namespace_count = EXCLUDED.namespace_count,
-                    byte_count = EXCLUDED.byte_count;
-            INSERT INTO ext_storage_audit
-                (tenant_id, extension_install_id, extension_id, namespace, key, operation,
-                 actor, revision, bytes, request_id, occurred_at)
-            VALUES
-                (p_tenant_id, p_install_id, p_extension_id, NULL, NULL, 'counter-repair',
-                 p_actor, NULL, v_bytes - v_counted_bytes, p_request_id, p_now);
-        END IF;
-    END IF;
 END
 $fn$;
 

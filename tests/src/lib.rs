@@ -128,6 +128,53 @@ pub async fn connect(url: &str) -> Client {
     client
 }
 
+/// One unconditional put of `key` (charged `size` bytes) in `namespace` of tenant "t", install
+/// "i", by the write function inside `tx`: a write a test holds in flight (its checks done, not
+/// yet committed) to force an interleaving.
+pub async fn put_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    namespace: &str,
+    key: &str,
+    value: &str,
+    size: i64,
+) {
+    tx.execute(
+        "SELECT * FROM alga_storage_put('t', 'i', $1, ARRAY[$2], ARRAY[$3::text::jsonb], \
+         ARRAY[NULL::jsonb], ARRAY[$4::bigint], ARRAY[0::smallint], ARRAY[NULL::bigint], \
+         ARRAY[NULL::timestamptz], NULL, now(), 'ext', 'writer', 'req', 100, 1000, 1000000, \
+         10)",
+        &[&namespace, &key, &value, &size],
+    )
+    .await
+    .expect("the write function accepts the put");
+}
+
+/// Waits until `sessions` sessions of `client`'s database wait for a lock (a row, a transaction,
+/// an advisory lock): how a test knows a concurrent operation has reached the point where it
+/// blocks. Panics after 30 s.
+pub async fn wait_for_lock_waits(client: &Client, sessions: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .expect("pg_stat_activity is readable")
+            .get(0);
+        if waiting >= sessions {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{waiting} of {sessions} sessions waited for a lock within 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// `url` with its database name replaced by `dbname`.
 fn with_dbname(url: &str, dbname: &str) -> String {
     let (base, query) = match url.split_once('?') {

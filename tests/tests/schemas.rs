@@ -1,8 +1,7 @@
 //! The schema registry on real PostgreSQL: registration rules, validation of every write,
 //! version negotiation, two host processes sharing a database, and the dry run.
 
-use std::time::{Duration, Instant};
-
+use alga_storage::backend::StoredSchema;
 use alga_storage::model::{ListOptions, PutItem, PutOptions};
 use alga_storage::{StorageError, StorageService};
 use alga_storage_tests::*;
@@ -448,28 +447,7 @@ async fn a_write_waiting_for_a_registration_is_checked_against_it() {
         }
     });
     // Commit only once the write waits for the registration's lock.
-    let watcher = db.client().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let waiting: i64 = watcher
-            .query_one(
-                "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
-                 WHERE d.datname = current_database() AND l.locktype = 'advisory' \
-                   AND NOT l.granted",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting > 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the write never waited for the registration"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_lock_waits(&db.client().await, 1).await;
     registration.commit().await.unwrap();
 
     let err = write.await.unwrap().unwrap_err();
@@ -479,6 +457,43 @@ async fn a_write_waiting_for_a_registration_is_checked_against_it() {
         (kept.value.as_deref(), kept.revision),
         (Some(r#"{"free": true}"#), 1)
     );
+}
+
+/// An imported schema version is ordered with writes as a registration is: it waits for a
+/// write in flight, and the writes after it are checked against it.
+#[tokio::test]
+async fn an_imported_schema_version_is_ordered_with_writes() {
+    let db = TestDb::new().await;
+    let (host, call) = (db.service(), granted("t", "i"));
+    let mut writer = db.client().await;
+    let write = writer.transaction().await.unwrap();
+    put_in(&write, "ns", "k", r#"{"free":true}"#, 15).await;
+
+    let import = tokio::spawn({
+        let (host, call) = (host.clone(), call.clone());
+        async move {
+            let stored = StoredSchema {
+                version: 1,
+                document: NAME_REQUIRED.into(),
+            };
+            host.restore_schema(&call, "ns", &stored).await
+        }
+    });
+    wait_for_lock_waits(&db.client().await, 1).await;
+    write.commit().await.unwrap();
+    assert!(import.await.unwrap().unwrap());
+
+    let err = host
+        .put(
+            &call,
+            "ns",
+            "k2",
+            r#"{"free":true}"#,
+            &PutOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(violations(err), [(String::new(), "required".to_string())]);
 }
 
 async fn a_dry_run_reports_failing_keys_page_by_page(engine: Engine) {

@@ -124,6 +124,14 @@ impl PgBackend {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(query_error)?;
         let version = schema.version as i32;
+        // The lock `alga_storage_register_schema` takes: a write in flight commits first, and
+        // every write that commits after this version reads it in its schema check.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2 || '/' || $3, 0))",
+            &[&ctx.tenant_id, &ctx.install_id, &namespace],
+        )
+        .await
+        .map_err(query_error)?;
         let added = tx
             .execute(
                 "INSERT INTO ext_storage_schemas (tenant_id, extension_install_id, namespace, \
