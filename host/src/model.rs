@@ -149,7 +149,8 @@ pub struct AuditRecord {
     pub bytes: Option<i64>,
     /// The request the mutation belonged to.
     pub request_id: Option<String>,
-    /// When it was committed (the transaction's time).
+    /// When the host accepted the operation, by its clock (taken before the write commits, so
+    /// rows do not commit in this order; see "Audit trail" in `docs/operations.md`).
     pub occurred_at: SystemTime,
 }
 

@@ -6,38 +6,68 @@
 use std::io;
 use std::path::Path;
 
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
 
 use crate::model::AuditRecord;
 use crate::service::{AuditSink, audit_json};
 
 /// Writes one JSON object per line and flushes after each batch (files are also synced).
+///
+/// A batch cut short by a failed write leaves a torn last line; the next batch starts on a new
+/// line, so the torn one stays a single unparsable line (consumers skip it) and the rows it
+/// held, never marked shipped, come again whole.
 pub struct JsonLinesSink<W> {
     writer: W,
     file: Option<tokio::fs::File>,
+    /// The output may end mid-line: start the next batch with a line break.
+    torn: bool,
+}
+
+impl<W: AsyncWrite + Unpin + Send> JsonLinesSink<W> {
+    /// Lines on any writer (flushed after each batch, not synced).
+    pub fn new(writer: W) -> Self {
+        Self {
+            writer,
+            file: None,
+            torn: false,
+        }
+    }
+}
+
+impl<W> JsonLinesSink<W> {
+    /// The writer back.
+    pub fn into_inner(self) -> W {
+        self.writer
+    }
 }
 
 impl JsonLinesSink<tokio::io::Stdout> {
     /// Lines on standard output.
     pub fn stdout() -> Self {
-        Self {
-            writer: tokio::io::stdout(),
-            file: None,
-        }
+        Self::new(tokio::io::stdout())
     }
 }
 
 impl JsonLinesSink<tokio::fs::File> {
-    /// Lines appended to the file at `path` (created if missing).
+    /// Lines appended to the file at `path` (created if missing). A file that does not end
+    /// with a line break (an earlier run failed mid-batch) gets one before the first batch.
     pub async fn append(path: &Path) -> io::Result<Self> {
-        let file = tokio::fs::OpenOptions::new()
+        let mut file = tokio::fs::OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(path)
             .await?;
+        let len = file.metadata().await?.len();
+        let mut last = [b'\n'];
+        if len > 0 {
+            file.seek(io::SeekFrom::Start(len - 1)).await?;
+            file.read_exact(&mut last).await?;
+        }
         Ok(Self {
             writer: file.try_clone().await?,
             file: Some(file),
+            torn: last[0] != b'\n',
         })
     }
 }
@@ -46,15 +76,20 @@ impl JsonLinesSink<tokio::fs::File> {
 impl<W: AsyncWrite + Unpin + Send> AuditSink for JsonLinesSink<W> {
     async fn ship(&mut self, records: &[AuditRecord]) -> io::Result<()> {
         let mut text = String::new();
+        if self.torn {
+            text.push('\n');
+        }
         for record in records {
             text.push_str(&audit_json(record).to_string());
             text.push('\n');
         }
+        self.torn = true;
         self.writer.write_all(text.as_bytes()).await?;
         self.writer.flush().await?;
         if let Some(file) = &self.file {
             file.sync_data().await?;
         }
+        self.torn = false;
         Ok(())
     }
 }

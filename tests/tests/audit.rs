@@ -501,3 +501,120 @@ on_both_engines!(
     retention_prunes_old_rows_of_every_tenant_in_batches,
     relay_ships_every_row_at_least_once_while_writes_continue,
 );
+
+fn audit_row(id: i64) -> AuditRecord {
+    AuditRecord {
+        id,
+        tenant_id: "tenant-a".into(),
+        install_id: "install-1".into(),
+        extension_id: "ext".into(),
+        namespace: Some("ns".into()),
+        key: Some(format!("k{id}")),
+        operation: "put".into(),
+        actor: "user".into(),
+        revision: Some(1),
+        bytes: Some(3),
+        request_id: None,
+        occurred_at: SystemTime::UNIX_EPOCH,
+    }
+}
+
+/// The ids of the lines that parse, and how many lines do not.
+fn shipped_ids(text: &str) -> (Vec<i64>, usize) {
+    let (mut ids, mut unparsable) = (Vec::new(), 0);
+    for line in text.lines() {
+        match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(row) => ids.push(row["id"].as_i64().unwrap()),
+            Err(_) => unparsable += 1,
+        }
+    }
+    (ids, unparsable)
+}
+
+/// A file an earlier run left mid-line gets a line break before the next batch: the torn line
+/// stays one line to skip, and every row shipped after it is whole. Files that end a line get
+/// no blank line.
+#[tokio::test]
+async fn a_file_torn_by_an_earlier_run_gets_the_next_batch_on_a_line_of_its_own() {
+    let dir = std::env::temp_dir().join(format!("alga-audit-torn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (before, expected_unparsable) in [
+        ("", 0),
+        ("{\"id\":1}\n", 0),
+        ("{\"id\":1}\n{\"id\":2,\"op", 1),
+    ] {
+        let file = dir.join("audit.jsonl");
+        std::fs::write(&file, before).unwrap();
+        let mut sink = alga_storage::relay::JsonLinesSink::append(&file)
+            .await
+            .unwrap();
+        sink.ship(&[audit_row(2), audit_row(3)]).await.unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let (ids, unparsable) = shipped_ids(&text);
+        assert_eq!(unparsable, expected_unparsable, "{text:?}");
+        assert_eq!(ids.last(), Some(&3), "{text:?}");
+        assert_eq!(ids.iter().filter(|id| **id == 2).count(), 1, "{text:?}");
+        assert!(!text.contains("\n\n"), "{text:?}");
+    }
+}
+
+/// A writer that takes `budget` bytes, then fails once (a full disk, a broken pipe), then works.
+struct FailsOnce {
+    written: Vec<u8>,
+    budget: usize,
+    failed: bool,
+}
+
+impl tokio::io::AsyncWrite for FailsOnce {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        if !self.failed && self.budget == 0 {
+            self.failed = true;
+            return std::task::Poll::Ready(Err(io::Error::other("no space left")));
+        }
+        let n = if self.failed {
+            buf.len()
+        } else {
+            buf.len().min(self.budget)
+        };
+        if !self.failed {
+            self.budget -= n;
+        }
+        self.written.extend_from_slice(&buf[..n]);
+        std::task::Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// A batch cut by a failed write fails the delivery (so its rows stay unshipped), and the
+/// retried batch starts on a new line.
+#[tokio::test]
+async fn a_batch_cut_by_a_failed_write_is_retried_on_a_new_line() {
+    let mut sink = alga_storage::relay::JsonLinesSink::new(FailsOnce {
+        written: Vec::new(),
+        budget: 40,
+        failed: false,
+    });
+    let batch = [audit_row(1), audit_row(2)];
+    assert!(sink.ship(&batch).await.is_err());
+    sink.ship(&batch).await.unwrap();
+    sink.ship(&[audit_row(3)]).await.unwrap();
+    let text = String::from_utf8(sink.into_inner().written).unwrap();
+    assert_eq!(shipped_ids(&text), (vec![1, 2, 3], 1), "{text:?}");
+}

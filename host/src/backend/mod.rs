@@ -256,8 +256,9 @@ pub trait Backend: Send + Sync + 'static {
     /// Tenants holding audit rows older than `before` (for retention, tenant by tenant).
     async fn audit_tenants_before(&self, before: SystemTime) -> Result<Vec<String>, StorageError>;
 
-    /// Deletes at most `batch` of `tenant_id`'s audit rows older than `before`, oldest first;
-    /// returns how many it deleted.
+    /// Deletes at most `batch` of `tenant_id`'s audit rows older than `before`, in no set order
+    /// (a retention pass deletes them all; sorting every old row per batch would cost more than
+    /// the batch); returns how many it deleted.
     async fn prune_audit(
         &self,
         tenant_id: &str,

@@ -284,7 +284,9 @@ enum AuditAction {
         /// Print every page, not only the first.
         #[arg(long)]
         all: bool,
-        /// Continue after a previous page (its cursor is printed on stderr).
+        /// Continue after a previous page (its cursor is printed on stderr). Rows are in the
+        /// hosts' time order, not commit order: a row still committing when a page was read
+        /// may sort before the cursor and is then not listed; the relay ships every row.
         #[arg(long)]
         cursor: Option<String>,
     },
