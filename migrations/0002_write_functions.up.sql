@@ -181,6 +181,7 @@ DECLARE
     v_old_size bigint;
     v_old_expired boolean;
     v_revision bigint;
+    v_time timestamptz;
     v_revisions bigint[] := array_fill(0::bigint, ARRAY[cardinality(p_keys)]);
     v_created boolean[] := array_fill(false, ARRAY[cardinality(p_keys)]);
     v_delta_keys bigint := 0;
@@ -235,6 +236,7 @@ BEGIN
                 ON CONFLICT DO NOTHING;
                 IF FOUND THEN
                     v_revision := 1;
+                    v_time := p_now;
                     v_created[v_i] := true;
                     v_delta_keys := v_delta_keys + 1;
                     v_delta_bytes := v_delta_bytes + p_sizes[v_i];
@@ -270,7 +272,10 @@ BEGIN
             END IF;
 
             IF v_found THEN
-                -- An expired record is replaced as if absent: the key starts again at 1.
+                -- An expired record is replaced as if absent: the key starts again at 1. A
+                -- key's time never goes back: a write that waited for a later-clocked write
+                -- of the key (host clocks are read before the wait) takes that write's time,
+                -- so its updated_at and audit row follow the revisions.
                 UPDATE ext_storage_records r
                    SET value = p_values[v_i],
                        metadata = p_metadata[v_i],
@@ -279,7 +284,7 @@ BEGIN
                        size_bytes = p_sizes[v_i],
                        ttl_expires_at = p_expires_at[v_i],
                        created_at = CASE WHEN v_old_expired THEN p_now ELSE r.created_at END,
-                       updated_at = p_now
+                       updated_at = greatest(p_now, r.updated_at)
                  WHERE r.tenant_id = p_tenant_id
                    AND r.extension_install_id = p_install_id
                    AND r.namespace = p_namespace
@@ -287,7 +292,7 @@ BEGIN
                    AND r.revision = v_old_revision
                    AND r.size_bytes = v_old_size
                    AND (r.ttl_expires_at IS NOT NULL AND r.ttl_expires_at <= p_now) = v_old_expired
-                RETURNING r.revision INTO v_revision;
+                RETURNING r.revision, r.updated_at INTO v_revision, v_time;
                 IF NOT FOUND THEN
                     CONTINUE; -- changed (or deleted) since the read: read it again
                 END IF;
@@ -307,7 +312,7 @@ BEGIN
              revision, bytes, request_id, occurred_at)
         VALUES
             (p_tenant_id, p_install_id, p_extension_id, p_namespace, p_keys[v_i], 'put', p_actor,
-             v_revision, p_sizes[v_i], p_request_id, p_now);
+             v_revision, p_sizes[v_i], p_request_id, v_time);
     END LOOP;
 
     -- Opportunistic TTL cleanup: the space of expired records counts for this very write. The
@@ -370,6 +375,7 @@ DECLARE
     v_revision bigint;
     v_size bigint;
     v_expired boolean;
+    v_updated_at timestamptz;
     v_found boolean;
     v_visible boolean;
     v_delta_keys bigint := 0;
@@ -377,8 +383,8 @@ DECLARE
     v_swept record;
 BEGIN
     SELECT r.revision, r.size_bytes,
-           (r.ttl_expires_at IS NOT NULL AND r.ttl_expires_at <= p_now)
-      INTO v_revision, v_size, v_expired
+           (r.ttl_expires_at IS NOT NULL AND r.ttl_expires_at <= p_now), r.updated_at
+      INTO v_revision, v_size, v_expired, v_updated_at
       FROM ext_storage_records r
      WHERE r.tenant_id = p_tenant_id
        AND r.extension_install_id = p_install_id
@@ -407,7 +413,8 @@ BEGIN
            AND r.key = p_key;
         v_delta_keys := -1;
         v_delta_bytes := -v_size;
-        -- An expired record is removed as TTL cleanup, not as the caller's delete.
+        -- An expired record is removed as TTL cleanup, not as the caller's delete. The key's
+        -- time never goes back (see alga_storage_put).
         INSERT INTO ext_storage_audit
             (tenant_id, extension_install_id, extension_id, namespace, key, operation, actor,
              revision, bytes, request_id, occurred_at)
@@ -415,7 +422,7 @@ BEGIN
             (p_tenant_id, p_install_id, p_extension_id, p_namespace, p_key,
              CASE WHEN v_visible THEN 'delete' ELSE 'expire' END,
              CASE WHEN v_visible THEN p_actor ELSE 'system:ttl' END,
-             v_revision, v_size, p_request_id, p_now);
+             v_revision, v_size, p_request_id, greatest(p_now, v_updated_at));
     END IF;
 
     IF (SELECT min(r.ttl_expires_at) FROM ext_storage_records r

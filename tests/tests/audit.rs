@@ -496,7 +496,66 @@ async fn cli_lists_prunes_and_relays_to_a_file() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A key's time never goes back: a write that finds the key stamped later than its own clock
+/// (a later-clocked write it waited for, or another host's clock ahead) takes that time, so the
+/// record's updated_at and the audit order follow the revisions.
+async fn a_keys_time_never_goes_back(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
+    let ctx = granted("tenant-a", "install-1");
+    service
+        .put(&ctx, "ns", "k", "1", &PutOptions::default())
+        .await
+        .unwrap();
+    // The key, and its audit row, as a host with a clock an hour ahead would have left them.
+    let ahead = (SystemTime::now() + Duration::from_secs(3600))
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
+    store
+        .sql(
+            &format!(
+                "UPDATE ext_storage_records SET updated_at = {EPOCH} + {ahead} * interval '1 us'; \
+                 UPDATE ext_storage_audit SET occurred_at = {EPOCH} + {ahead} * interval '1 us'",
+                EPOCH = "timestamptz 'epoch'"
+            ),
+            &format!(
+                "UPDATE records SET updated_at = {ahead}; UPDATE audit SET occurred_at = {ahead}"
+            ),
+        )
+        .await;
+    let ahead = SystemTime::UNIX_EPOCH + Duration::from_micros(ahead as u64);
+
+    let written = service
+        .put(&ctx, "ns", "k", "2", &PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(written.revision, 2);
+    let record = service.get(&ctx, "ns", "k").await.unwrap().unwrap();
+    assert_eq!(record.updated_at, ahead);
+    assert!(record.created_at < record.updated_at);
+    service
+        .delete(&ctx, "ns", "k", Precondition::None)
+        .await
+        .unwrap();
+
+    let history: Vec<_> = all_rows(&service, &ctx)
+        .await
+        .into_iter()
+        .map(|row| (row.operation, row.revision, row.occurred_at == ahead))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            ("put".to_string(), Some(1), true),
+            ("put".to_string(), Some(2), true),
+            ("delete".to_string(), Some(2), true)
+        ]
+    );
+}
+
 on_both_engines!(
+    a_keys_time_never_goes_back,
     audit_pages_by_time_and_refuses_forged_cursors,
     retention_prunes_old_rows_of_every_tenant_in_batches,
     relay_ships_every_row_at_least_once_while_writes_continue,

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::{db_error, micros};
+use super::{db_error, micros, time};
 use crate::backend::{
     CounterChange, CounterDrift, DriftScope, StoredSchema, WriteBatch, WriteOutcome, record_size,
 };
@@ -59,23 +59,44 @@ fn current(
     namespace: &str,
     key: &str,
     now: SystemTime,
-) -> rusqlite::Result<Option<(i64, i64, bool)>> {
+) -> rusqlite::Result<Option<Stored>> {
     tx.prepare_cached(
-        "SELECT revision, size_bytes, expires_at FROM records \
+        "SELECT revision, size_bytes, expires_at, updated_at FROM records \
          WHERE tenant_id = ?1 AND install_id = ?2 AND namespace = ?3 AND key = ?4",
     )?
     .query_row(
         params![ctx.tenant_id, ctx.install_id, namespace, key],
         |row| {
             let expires_at: Option<i64> = row.get(2)?;
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                expires_at.is_some_and(|e| e <= micros(now)),
-            ))
+            Ok(Stored {
+                revision: row.get(0)?,
+                size: row.get(1)?,
+                expired: expires_at.is_some_and(|e| e <= micros(now)),
+                updated_at: row.get(3)?,
+            })
         },
     )
     .optional()
+}
+
+/// The stored version of a key, as a write or delete finds it.
+struct Stored {
+    revision: i64,
+    size: i64,
+    /// Past its TTL: replaced or removed as if absent.
+    expired: bool,
+    /// Microseconds since the epoch.
+    updated_at: i64,
+}
+
+impl Stored {
+    /// The time of a write replacing this version: `now`, unless this version carries a later
+    /// one. A key's time never goes back: a write that waited for a later-clocked write of the
+    /// key (host clocks are read before the wait) takes that write's time, so its updated_at and
+    /// audit row follow the revisions.
+    fn next_time(&self, now: SystemTime) -> i64 {
+        micros(now).max(self.updated_at)
+    }
 }
 
 /// Whether `precondition` holds for a key whose visible revision is `visible` (`None`: absent
@@ -118,7 +139,7 @@ pub fn put(
     let mut results = Vec::with_capacity(batch.items.len());
     for (index, item) in batch.items.iter().enumerate() {
         let state = current(&tx, ctx, ns, item.key, now).map_err(whole)?;
-        let visible = state.filter(|(_, _, expired)| !expired).map(|(r, _, _)| r);
+        let visible = state.as_ref().filter(|s| !s.expired).map(|s| s.revision);
         if !holds(item.precondition, visible) {
             return Err(BulkError::at(
                 index,
@@ -130,13 +151,14 @@ pub fn put(
         }
         let size = item.size_bytes as i64;
         let expires_at = item.expires_at.map(micros);
-        let (revision, created) = match state {
-            Some((old_revision, old_size, expired)) => {
-                let revision = if expired { 1 } else { old_revision + 1 };
+        let (revision, created, written_at) = match state {
+            Some(old) => {
+                let (expired, written_at) = (old.expired, old.next_time(now));
+                let revision = if expired { 1 } else { old.revision + 1 };
                 tx.prepare_cached(
                     "UPDATE records SET value = ?5, metadata = ?6, revision = ?7, \
                      schema_version = ?8, size_bytes = ?9, expires_at = ?10, \
-                     created_at = CASE WHEN ?11 THEN ?12 ELSE created_at END, updated_at = ?12 \
+                     created_at = CASE WHEN ?11 THEN ?12 ELSE created_at END, updated_at = ?13 \
                      WHERE tenant_id = ?1 AND install_id = ?2 AND namespace = ?3 AND key = ?4",
                 )
                 .and_then(|mut s| {
@@ -152,12 +174,13 @@ pub fn put(
                         size,
                         expires_at,
                         expired,
-                        micros(now)
+                        micros(now),
+                        written_at
                     ])
                 })
                 .map_err(whole)?;
-                delta_bytes += size - old_size;
-                (revision, expired)
+                delta_bytes += size - old.size;
+                (revision, expired, written_at)
             }
             None => {
                 tx.prepare_cached(
@@ -182,7 +205,7 @@ pub fn put(
                 .map_err(whole)?;
                 delta_keys += 1;
                 delta_bytes += size;
-                (1, true)
+                (1, true, micros(now))
             }
         };
         let row = Audit {
@@ -193,7 +216,7 @@ pub fn put(
             revision: Some(revision),
             bytes: size,
         };
-        audit(&tx, ctx, row, now).map_err(whole)?;
+        audit(&tx, ctx, row, time(written_at)).map_err(whole)?;
         results.push(WriteResult {
             key: item.key.to_owned(),
             revision: revision as u64,
@@ -229,7 +252,7 @@ pub fn delete(
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db_error)?;
     let state = current(&tx, ctx, ns, key, now).map_err(db_error)?;
-    let visible = state.filter(|(_, _, expired)| !expired).map(|(r, _, _)| r);
+    let visible = state.as_ref().filter(|s| !s.expired).map(|s| s.revision);
     if !holds(precondition, visible) {
         return Err(StorageError::RevisionConflict {
             key: key.to_owned(),
@@ -237,7 +260,7 @@ pub fn delete(
         });
     }
     let (mut delta_keys, mut delta_bytes) = (0, 0);
-    if let Some((revision, size, expired)) = state {
+    if let Some(old) = state {
         tx.prepare_cached(
             "DELETE FROM records \
              WHERE tenant_id = ?1 AND install_id = ?2 AND namespace = ?3 AND key = ?4",
@@ -245,17 +268,21 @@ pub fn delete(
         .and_then(|mut s| s.execute(params![ctx.tenant_id, ctx.install_id, ns, key]))
         .map_err(db_error)?;
         delta_keys = -1;
-        delta_bytes = -size;
+        delta_bytes = -old.size;
         // An expired record is removed as TTL cleanup, not as the caller's delete.
         let row = Audit {
             namespace: Some(ns),
             key: Some(key),
-            operation: if expired { "expire" } else { "delete" },
-            actor: if expired { "system:ttl" } else { &ctx.actor },
-            revision: Some(revision),
-            bytes: size,
+            operation: if old.expired { "expire" } else { "delete" },
+            actor: if old.expired {
+                "system:ttl"
+            } else {
+                &ctx.actor
+            },
+            revision: Some(old.revision),
+            bytes: old.size,
         };
-        audit(&tx, ctx, row, now).map_err(db_error)?;
+        audit(&tx, ctx, row, time(old.next_time(now))).map_err(db_error)?;
     }
     let (freed_keys, freed_bytes) = sweep(&tx, ctx, ns, now, sweep_limit).map_err(db_error)?;
     delta_keys -= freed_keys;
