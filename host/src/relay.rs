@@ -5,6 +5,7 @@
 
 use std::io;
 use std::path::Path;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
 
@@ -94,18 +95,33 @@ impl<W: AsyncWrite + Unpin + Send> AuditSink for JsonLinesSink<W> {
     }
 }
 
-/// Posts each batch as `application/x-ndjson` to an HTTP endpoint; any status but 2xx fails the
-/// batch (it is shipped again on the next run).
+/// Posts each batch as `application/x-ndjson` to an HTTP endpoint; any status but 2xx, or no
+/// answer within the timeout, fails the batch (it is shipped again on the next run). A hung
+/// collector thus fails the relay instead of stalling it while unshipped rows age towards
+/// retention.
 pub struct HttpSink {
     client: reqwest::Client,
     url: String,
 }
 
 impl HttpSink {
-    /// A sink posting to `url` (plain HTTP: a collector on the host or the private network).
+    /// How long one batch may take, from connecting to the collector's answer.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// A sink posting to `url` (plain HTTP: a collector on the host or the private network),
+    /// with [`Self::DEFAULT_TIMEOUT`].
     pub fn new(url: impl Into<String>) -> Self {
+        Self::with_timeout(url, Self::DEFAULT_TIMEOUT)
+    }
+
+    /// A sink whose batches fail after `timeout` without an answer.
+    pub fn with_timeout(url: impl Into<String>, timeout: Duration) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .expect("an HTTP client with a timeout builds wherever reqwest::Client::new() does");
         Self {
-            client: reqwest::Client::new(),
+            client,
             url: url.into(),
         }
     }

@@ -677,3 +677,55 @@ async fn a_batch_cut_by_a_failed_write_is_retried_on_a_new_line() {
     let text = String::from_utf8(sink.into_inner().written).unwrap();
     assert_eq!(shipped_ids(&text), (vec![1, 2, 3], 1), "{text:?}");
 }
+
+/// The HTTP sink posts NDJSON and counts a batch shipped only on a 2xx answer; an error status,
+/// or no answer within its timeout, fails the batch.
+#[tokio::test]
+async fn the_http_sink_ships_only_what_the_collector_accepts() {
+    use axum::http::{HeaderMap, StatusCode};
+
+    type Received = Arc<Mutex<Vec<(String, String)>>>;
+    let received: Received = Arc::default();
+    let refuse = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let collector = axum::Router::new().route(
+        "/ingest",
+        axum::routing::post({
+            let (received, refuse) = (received.clone(), refuse.clone());
+            move |headers: HeaderMap, body: String| async move {
+                if refuse.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    return StatusCode::SERVICE_UNAVAILABLE;
+                }
+                let kind = headers["content-type"].to_str().unwrap().to_owned();
+                received.lock().unwrap().push((kind, body));
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/ingest", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, collector).await });
+
+    let mut sink = alga_storage::relay::HttpSink::new(&url);
+    let batch = [audit_row(1), audit_row(2)];
+    let refused = sink.ship(&batch).await.unwrap_err();
+    assert!(refused.to_string().contains("503"), "{refused}");
+    sink.ship(&batch).await.unwrap();
+    let received = received.lock().unwrap().clone();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].0, "application/x-ndjson");
+    assert_eq!(shipped_ids(&received[0].1), (vec![1, 2], 0));
+
+    // A collector that takes the connection and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/ingest", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let (socket, _) = silent.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(socket);
+    });
+    let mut sink = alga_storage::relay::HttpSink::with_timeout(&url, Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    assert!(sink.ship(&batch).await.is_err());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    held.abort();
+}
