@@ -8,5 +8,5 @@ DROP FUNCTION IF EXISTS alga_storage_put(text, text, text, text[], jsonb[], json
                                          timestamptz, text, text, text, bigint, bigint, bigint,
                                          integer);
 DROP FUNCTION IF EXISTS alga_storage_count(text, text, text, bigint, bigint, bigint, bigint,
-                                           bigint);
+                                           bigint, bigint, bigint, timestamptz);
 DROP FUNCTION IF EXISTS alga_storage_sweep(text, text, text, timestamptz, integer, text, text);

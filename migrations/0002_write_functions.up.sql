@@ -65,21 +65,34 @@ $fn$;
 
 -- Applies a change of keys and bytes to the namespace and install counters and enforces the
 -- quotas on growth; returns the counters after the change.
+--
+-- Quotas count live records, as usage does. The counters also hold records expired but not yet
+-- swept (a write sweeps only its own namespace, a batch at a time), so a write that grows live
+-- usage (p_added_keys records created, p_added_bytes more bytes than the live records it
+-- replaced) and leaves a counter over its limit has the expired records subtracted (found
+-- through the partial TTL index) before it is refused; the refusal reports the live usage.
+-- Live usage never exceeds the counters: a write within them, the usual case, never looks.
 CREATE FUNCTION alga_storage_count(
     p_tenant_id text,
     p_install_id text,
     p_namespace text,
     p_delta_keys bigint,
     p_delta_bytes bigint,
+    p_added_keys bigint,
+    p_added_bytes bigint,
     p_max_namespaces bigint,
     p_max_keys bigint,
     p_max_bytes bigint,
+    p_now timestamptz,
     OUT namespace_keys bigint,
     OUT namespaces bigint,
     OUT namespaces_delta bigint,
     OUT total_bytes bigint)
 LANGUAGE plpgsql
 AS $fn$
+DECLARE
+    v_expired bigint;
+    v_live_keys bigint;
 BEGIN
     namespaces_delta := 0;
     -- UPDATE first: a shrinking change (negative deltas) always finds its row. The INSERT only
@@ -101,13 +114,6 @@ BEGIN
         RETURNING u.key_count INTO namespace_keys;
     END IF;
 
-    IF p_delta_keys > 0 AND namespace_keys > p_max_keys THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'AS429',
-            MESSAGE = 'alga-storage: quota exceeded',
-            DETAIL = json_build_object('quota', 'keys-per-namespace', 'limit', p_max_keys,
-                                       'usage', namespace_keys - p_delta_keys)::text;
-    END IF;
     IF namespace_keys - p_delta_keys = 0 AND namespace_keys > 0 THEN
         namespaces_delta := 1;
     ELSIF namespace_keys - p_delta_keys > 0 AND namespace_keys = 0 THEN
@@ -130,19 +136,58 @@ BEGIN
         RETURNING u.namespace_count, u.byte_count INTO namespaces, total_bytes;
     END IF;
 
-    IF namespaces_delta > 0 AND namespaces > p_max_namespaces THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'AS429',
-            MESSAGE = 'alga-storage: quota exceeded',
-            DETAIL = json_build_object('quota', 'namespaces', 'limit', p_max_namespaces,
-                                       'usage', namespaces - 1)::text;
+    IF p_added_keys > 0 AND (namespace_keys > p_max_keys OR namespaces > p_max_namespaces) THEN
+        SELECT namespace_keys - count(*) INTO v_live_keys
+          FROM ext_storage_records r
+         WHERE r.tenant_id = p_tenant_id
+           AND r.extension_install_id = p_install_id
+           AND r.namespace = p_namespace
+           AND r.ttl_expires_at <= p_now;
+        IF v_live_keys > p_max_keys THEN
+            RAISE EXCEPTION USING
+                ERRCODE = 'AS429',
+                MESSAGE = 'alga-storage: quota exceeded',
+                DETAIL = json_build_object('quota', 'keys-per-namespace', 'limit', p_max_keys,
+                                           'usage', v_live_keys - p_added_keys)::text;
+        END IF;
+        -- Only the namespace's first live records add a namespace in use. Other namespaces
+        -- count if any of their records is live.
+        IF v_live_keys = p_added_keys AND namespaces > p_max_namespaces THEN
+            SELECT count(*) INTO v_expired
+              FROM ext_storage_namespace_usage u
+              JOIN (SELECT r.namespace, count(*) AS keys
+                      FROM ext_storage_records r
+                     WHERE r.tenant_id = p_tenant_id
+                       AND r.extension_install_id = p_install_id
+                       AND r.ttl_expires_at <= p_now
+                     GROUP BY r.namespace) e ON e.namespace = u.namespace
+             WHERE u.tenant_id = p_tenant_id
+               AND u.extension_install_id = p_install_id
+               AND u.key_count > 0
+               AND u.key_count <= e.keys;
+            IF namespaces - v_expired > p_max_namespaces THEN
+                RAISE EXCEPTION USING
+                    ERRCODE = 'AS429',
+                    MESSAGE = 'alga-storage: quota exceeded',
+                    DETAIL = json_build_object('quota', 'namespaces', 'limit', p_max_namespaces,
+                                               'usage', namespaces - v_expired - 1)::text;
+            END IF;
+        END IF;
     END IF;
-    IF p_delta_bytes > 0 AND total_bytes > p_max_bytes THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'AS429',
-            MESSAGE = 'alga-storage: quota exceeded',
-            DETAIL = json_build_object('quota', 'total-bytes', 'limit', p_max_bytes,
-                                       'usage', total_bytes - p_delta_bytes)::text;
+    IF p_added_bytes > 0 AND total_bytes > p_max_bytes THEN
+        SELECT coalesce(sum(r.size_bytes), 0) INTO v_expired
+          FROM ext_storage_records r
+         WHERE r.tenant_id = p_tenant_id
+           AND r.extension_install_id = p_install_id
+           AND r.ttl_expires_at <= p_now;
+        IF total_bytes - v_expired > p_max_bytes THEN
+            RAISE EXCEPTION USING
+                ERRCODE = 'AS429',
+                MESSAGE = 'alga-storage: quota exceeded',
+                DETAIL = json_build_object(
+                    'quota', 'total-bytes', 'limit', p_max_bytes,
+                    'usage', total_bytes - v_expired - p_added_bytes)::text;
+        END IF;
     END IF;
 END
 $fn$;
@@ -186,6 +231,8 @@ DECLARE
     v_created boolean[] := array_fill(false, ARRAY[cardinality(p_keys)]);
     v_delta_keys bigint := 0;
     v_delta_bytes bigint := 0;
+    v_added_keys bigint := 0;
+    v_added_bytes bigint := 0;
     v_swept record;
     v_counters record;
     v_counted boolean := false;
@@ -240,6 +287,8 @@ BEGIN
                     v_created[v_i] := true;
                     v_delta_keys := v_delta_keys + 1;
                     v_delta_bytes := v_delta_bytes + p_sizes[v_i];
+                    v_added_keys := v_added_keys + 1;
+                    v_added_bytes := v_added_bytes + p_sizes[v_i];
                     EXIT;
                 END IF;
             END IF;
@@ -298,6 +347,12 @@ BEGIN
                 END IF;
                 v_created[v_i] := v_old_expired;
                 v_delta_bytes := v_delta_bytes + p_sizes[v_i] - v_old_size;
+                IF v_old_expired THEN
+                    v_added_keys := v_added_keys + 1;
+                    v_added_bytes := v_added_bytes + p_sizes[v_i];
+                ELSE
+                    v_added_bytes := v_added_bytes + p_sizes[v_i] - v_old_size;
+                END IF;
                 EXIT;
             END IF;
 
@@ -330,12 +385,13 @@ BEGIN
         v_delta_bytes := v_delta_bytes - v_swept.freed_bytes;
     END IF;
 
-    -- Same-size overwrites change no counter: skip the counter rows, which every other write
-    -- of the install contends on.
-    IF v_delta_keys <> 0 OR v_delta_bytes <> 0 THEN
+    -- Same-size overwrites change no counter and grow no usage: skip the counter rows, which
+    -- every other write of the install contends on.
+    IF v_delta_keys <> 0 OR v_delta_bytes <> 0 OR v_added_keys > 0 OR v_added_bytes > 0 THEN
         SELECT * INTO v_counters
           FROM alga_storage_count(p_tenant_id, p_install_id, p_namespace, v_delta_keys,
-                                  v_delta_bytes, p_max_namespaces, p_max_keys, p_max_bytes);
+                                  v_delta_bytes, v_added_keys, v_added_bytes, p_max_namespaces,
+                                  p_max_keys, p_max_bytes, p_now);
         v_counted := true;
     END IF;
 
@@ -439,7 +495,7 @@ BEGIN
     IF v_delta_keys <> 0 OR v_delta_bytes <> 0 THEN
         -- Only shrinks: no quota can trip, so the limits are unbounded here.
         PERFORM alga_storage_count(p_tenant_id, p_install_id, p_namespace, v_delta_keys,
-                                   v_delta_bytes, NULL, NULL, NULL);
+                                   v_delta_bytes, 0, 0, NULL, NULL, NULL, p_now);
     END IF;
     RETURN v_visible;
 END
@@ -599,7 +655,8 @@ BEGIN
             distribution_arg_name := 'p_tenant_id',
             colocate_with := 'ext_storage_records');
         PERFORM create_distributed_function(
-            'alga_storage_count(text, text, text, bigint, bigint, bigint, bigint, bigint)',
+            'alga_storage_count(text, text, text, bigint, bigint, bigint, bigint, bigint, '
+            'bigint, bigint, timestamptz)',
             distribution_arg_name := 'p_tenant_id',
             colocate_with := 'ext_storage_records');
         PERFORM create_distributed_function(

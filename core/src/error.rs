@@ -59,7 +59,7 @@ pub enum StorageError {
     #[error("not found: {0}")]
     NotFound(String),
     /// A write precondition failed.
-    #[error("revision conflict on key {key:?} (current revision: {current_revision:?})")]
+    #[error("revision conflict on key {key:?} ({})", current(*current_revision))]
     RevisionConflict {
         /// The key whose precondition failed.
         key: String,
@@ -80,7 +80,7 @@ pub enum StorageError {
     #[error("validation failed ({} violations)", .0.len())]
     ValidationFailed(Vec<Violation>),
     /// The writer pinned a schema version that is not current.
-    #[error("schema mismatch: expected version {expected}, current {current:?}")]
+    #[error("schema mismatch: expected version {expected}, current {}", version(*current))]
     SchemaMismatch {
         /// The pinned version.
         expected: u32,
@@ -162,3 +162,16 @@ impl fmt::Display for BulkError {
 }
 
 impl std::error::Error for BulkError {}
+
+/// A conflict's current revision, in words: messages reach REST callers and logs.
+fn current(revision: Option<u64>) -> String {
+    match revision {
+        Some(revision) => format!("current revision {revision}"),
+        None => "the key is absent".into(),
+    }
+}
+
+/// A schema version, or `none`.
+fn version(version: Option<u32>) -> String {
+    version.map_or_else(|| "none".into(), |v| v.to_string())
+}

@@ -199,6 +199,42 @@ async fn revisions_map_to_etags_and_preconditions(engine: Engine) {
     assert_eq!(read.body["metadata"], json!({"m": true}));
     assert_eq!(read.body["revision"], 2);
     assert_eq!(read.body["schemaVersion"], Value::Null);
+
+    // Conditional reads (RFC 9110): a copy at the current ETag is answered 304 without a body;
+    // If-Match naming another revision (or any, when absent) is a 412.
+    let n1 = Api::record("notes", "n1");
+    let conditional = |headers: &'static [(&'static str, &'static str)], path: String| {
+        let api = &api;
+        async move { api.send(Method::GET, &path, headers, None).await }
+    };
+    let fresh = conditional(&[("if-none-match", "\"2\"")], n1.clone()).await;
+    assert_eq!(
+        (fresh.status, fresh.etag(), &fresh.body),
+        (StatusCode::NOT_MODIFIED, Some("\"2\""), &Value::Null)
+    );
+    // Answers depend on the token, which no cache keys on: nothing is stored.
+    for reply in [&read, &fresh, &stale] {
+        assert_eq!(reply.headers["cache-control"], "no-store");
+    }
+    let stale_copy = conditional(&[("if-none-match", "W/\"1\", \"7\"")], n1.clone()).await;
+    assert_eq!(stale_copy.status, StatusCode::OK);
+    assert_eq!(stale_copy.body["value"], json!({"t": 2}));
+    let guarded = conditional(&[("if-match", "\"1\"")], n1.clone()).await;
+    assert_eq!(
+        guarded.problem(412, "revision-conflict")["currentRevision"],
+        2
+    );
+    let guarded = conditional(&[("if-match", "\"2\"")], n1.clone()).await;
+    assert_eq!(guarded.status, StatusCode::OK);
+    let missing = Api::record("notes", "missing");
+    let gone = conditional(&[("if-match", "*")], missing.clone()).await;
+    assert_eq!(
+        gone.problem(412, "revision-conflict")["currentRevision"],
+        Value::Null
+    );
+    conditional(&[("if-none-match", "*")], missing)
+        .await
+        .problem(404, "not-found");
     assert_eq!(read.body["expiresAtMs"], Value::Null);
     assert!(
         read.body["createdAtMs"].as_u64().unwrap() <= read.body["updatedAtMs"].as_u64().unwrap()
@@ -352,8 +388,8 @@ async fn list_pages_with_cursors_and_keys_only(engine: Engine) {
         (Some("k000"), Some(1))
     );
     assert!(
-        first.get("value").is_none(),
-        "keys-only omits values: {first}"
+        first.get("value").is_none() && first.get("metadata").is_none(),
+        "keys-only omits values and metadata: {first}"
     );
 
     // A cursor is bound to its namespace and prefix.
@@ -495,6 +531,36 @@ async fn tokens_are_verified(engine: Engine) {
         ok.put("t", "k", json!({"value": 1}), &[]).await.status,
         StatusCode::CREATED
     );
+    // The scheme is case-insensitive; the token is not.
+    let anonymous = Api::new(&gw, None);
+    let token = gw.mint(&good);
+    for scheme in ["bearer", "BEARER", "bEaReR"] {
+        let credentials = format!("{scheme} {token}");
+        let path = Api::record("t", "k");
+        let reply = anonymous
+            .send(Method::GET, &path, &[("authorization", &credentials)], None)
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{scheme}");
+    }
+    let credentials = format!("Bearer {}", token.to_uppercase());
+    anonymous
+        .send(
+            Method::GET,
+            &Api::record("t", "k"),
+            &[("authorization", &credentials)],
+            None,
+        )
+        .await
+        .problem(401, "unauthenticated");
+    anonymous
+        .send(
+            Method::GET,
+            &Api::record("t", "k"),
+            &[("authorization", &format!("Basic {token}"))],
+            None,
+        )
+        .await
+        .problem(401, "unauthenticated");
 
     let mut expired = good.clone();
     expired.iat -= 600;
@@ -618,7 +684,57 @@ async fn invalid_input_is_refused_with_the_field_named(engine: Engine) {
         (
             api.put("ns", "k", json!({"value": 1, "ttlMs": 0}), &[])
                 .await,
-            "ttl-ms",
+            "ttlMs",
+        ),
+        (
+            api.put(
+                "ns",
+                "k",
+                json!({"value": 1}),
+                &[("if-match", "\"1\""), ("if-match", "\"2\"")],
+            )
+            .await,
+            "precondition",
+        ),
+        (
+            api.put("ns", "k", json!({"value": 1}), &[("if-match", "\"01\"")])
+                .await,
+            "precondition",
+        ),
+        (
+            // A guard on a bulk would be ignored: refused instead.
+            api.send(
+                Method::POST,
+                "/namespaces/ns/bulk",
+                &[("if-none-match", "*")],
+                Some(
+                    json!({"items": [{"key": "k", "value": 1}]})
+                        .to_string()
+                        .into_bytes(),
+                ),
+            )
+            .await,
+            "precondition",
+        ),
+        (
+            api.send(
+                Method::GET,
+                "/namespaces/ns/records",
+                &[("if-match", "\"1\"")],
+                None,
+            )
+            .await,
+            "precondition",
+        ),
+        (
+            api.send(
+                Method::GET,
+                "/namespaces/ns/records/k",
+                &[("if-none-match", "1")],
+                None,
+            )
+            .await,
+            "precondition",
         ),
         (
             api.put("ns", "k", json!({"value": 1}), &[("if-match", "3")])

@@ -512,6 +512,137 @@ async fn expired_records_are_never_returned_and_free_their_quota_once_touched(en
     assert_eq!(swept[0][0], "5");
 }
 
+/// Records expired but not yet swept (a write sweeps only its own namespace, 100 at a time)
+/// count for no quota: what refuses a write is the live usage `usage()` shows, and the refusal
+/// reports it.
+async fn quotas_count_only_live_records(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
+    let call = limited(
+        "t",
+        "i",
+        Limits {
+            max_namespaces: 2,
+            max_total_bytes: 100,
+            ..Limits::DEFAULT
+        },
+    );
+    // With the key "k", a record of `size` bytes.
+    let value = |size: usize| format!("\"{}\"", "x".repeat(size - 3));
+    let short = PutOptions {
+        ttl: Some(Duration::from_millis(300)),
+        ..put_options()
+    };
+    service
+        .put(&call, "a", "k", &value(60), &short)
+        .await
+        .unwrap();
+    service
+        .put(&call, "b", "k", &value(10), &put_options())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    // "a" has expired, unswept: a second live namespace and its bytes fit.
+    service
+        .put(&call, "c", "k", &value(50), &put_options())
+        .await
+        .unwrap();
+    let usage = service.usage(&call).await.unwrap();
+    assert_eq!((usage.namespaces.used, usage.total_bytes.used), (2, 60));
+
+    let err = service
+        .put(&call, "d", "k", &value(10), &put_options())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::QuotaExceeded {
+                quota: Quota::Namespaces,
+                limit: 2,
+                usage: 2
+            }
+        ),
+        "{err:?}"
+    );
+    let err = service
+        .put(&call, "b", "k", &value(51), &put_options())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::QuotaExceeded {
+                quota: Quota::TotalBytes,
+                limit: 100,
+                usage: 60
+            }
+        ),
+        "{err:?}"
+    );
+    service
+        .put(&call, "b", "k", &value(50), &put_options())
+        .await
+        .unwrap();
+    assert_eq!(service.usage(&call).await.unwrap().total_bytes.used, 100);
+
+    // Keys: a namespace of 250 expired records, after the install's limit dropped to 100. A
+    // write sweeps 100 of them; the 150 left count for nothing.
+    let roomy = granted("t", "j");
+    for chunk in 0..3 {
+        let items: Vec<PutItem> = (0..if chunk < 2 { 100 } else { 50 })
+            .map(|i| PutItem {
+                key: format!("k{chunk}-{i:03}"),
+                value: "1".into(),
+                options: short.clone(),
+            })
+            .collect();
+        service.bulk_put(&roomy, "ns", &items).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let tight = limited(
+        "t",
+        "j",
+        Limits {
+            max_keys_per_namespace: 100,
+            ..Limits::DEFAULT
+        },
+    );
+    service
+        .put(&tight, "ns", "live", "1", &put_options())
+        .await
+        .unwrap();
+    let items: Vec<PutItem> = (0..100)
+        .map(|i| PutItem {
+            key: format!("more-{i:03}"),
+            value: "1".into(),
+            options: put_options(),
+        })
+        .collect();
+    let err = service.bulk_put(&tight, "ns", &items).await.unwrap_err();
+    assert!(
+        matches!(
+            err.error,
+            StorageError::QuotaExceeded {
+                quota: Quota::KeysPerNamespace,
+                limit: 100,
+                usage: 1
+            }
+        ),
+        "{err:?}"
+    );
+    service.bulk_put(&tight, "ns", &items[..99]).await.unwrap();
+    assert_eq!(
+        service.usage(&tight).await.unwrap().per_namespace[0]
+            .keys
+            .used,
+        100
+    );
+    assert!(service.recount(&call, false).await.unwrap().is_empty());
+    assert!(service.recount(&tight, false).await.unwrap().is_empty());
+}
+
 async fn sweeps_are_bounded_per_request(engine: Engine) {
     let store = TestStore::new(engine).await;
     let service = store.service();
@@ -880,6 +1011,7 @@ on_both_engines!(
     per_install_limits_apply_and_are_capped,
     overwrites_charge_the_difference_and_shrinking_is_always_allowed,
     expired_records_are_never_returned_and_free_their_quota_once_touched,
+    quotas_count_only_live_records,
     sweeps_are_bounded_per_request,
     counters_equal_records_after_2000_random_operations,
     near_limit_crossings_are_reported_once,

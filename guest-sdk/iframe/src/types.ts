@@ -3,11 +3,11 @@
 /** Any JSON value. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
-/** A stored record. `value` is absent in keys-only listings. */
+/** A stored record. `value` and `metadata` are absent in keys-only listings. */
 export interface Entry<T = Json> {
   key: string;
   value?: T;
-  metadata: Json | null;
+  metadata?: Json | null;
   /** 1 on first write, +1 on every write. */
   revision: number;
   schemaVersion: number | null;

@@ -72,6 +72,7 @@ test("list iterates every page in key order; keys-only omits values", async () =
   const prefixed = await ns.listPage({ prefix: "k24", keysOnly: true });
   assert.deepEqual(prefixed.entries.map((e) => e.key), ["k240", "k241", "k242", "k243", "k244", "k245", "k246", "k247", "k248", "k249"]);
   assert.equal(prefixed.entries[0].value, undefined);
+  assert.ok(!("metadata" in prefixed.entries[0]), "keys-only omits metadata");
   assert.equal(prefixed.nextCursor, null);
 });
 

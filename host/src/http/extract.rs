@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use super::problem::ApiError;
@@ -29,8 +29,9 @@ impl FromRequestParts<Shared> for Caller {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
+                // The scheme is case-insensitive (RFC 9110 §11.1).
+                let (scheme, rest) = v.split_at_checked(7)?;
+                scheme.eq_ignore_ascii_case("bearer ").then_some(rest)
             })
             .map(str::trim)
             .ok_or(TokenError::Missing)?;
@@ -91,8 +92,8 @@ pub struct BodyLimit(pub usize);
 
 /// The write precondition of `If-Match: "<rev>"` or `If-None-Match: *`.
 pub fn precondition(headers: &HeaderMap) -> Result<Precondition, StorageError> {
-    let if_match = header_text(headers, header::IF_MATCH.as_str())?;
-    let if_none_match = header_text(headers, header::IF_NONE_MATCH.as_str())?;
+    let if_match = single_header(headers, header::IF_MATCH.as_str())?;
+    let if_none_match = single_header(headers, header::IF_NONE_MATCH.as_str())?;
     match (if_match, if_none_match) {
         (None, None) => Ok(Precondition::None),
         (Some(_), Some(_)) => Err(StorageError::InvalidInput {
@@ -104,7 +105,11 @@ pub fn precondition(headers: &HeaderMap) -> Result<Precondition, StorageError> {
             field: "precondition",
             message: format!("If-None-Match accepts only *, got {value:?}"),
         }),
-        (Some(value), None) => etag_revision(value.trim())
+        (Some(value), None) => value
+            .trim()
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .and_then(revision_of)
             .map(Precondition::Revision)
             .ok_or_else(|| StorageError::InvalidInput {
                 field: "precondition",
@@ -113,29 +118,156 @@ pub fn precondition(headers: &HeaderMap) -> Result<Precondition, StorageError> {
     }
 }
 
+/// Refuses `If-Match` / `If-None-Match` on a route they do not apply to, rather than doing
+/// unguarded what the caller meant to guard. `instead` says what to use.
+pub fn no_precondition(headers: &HeaderMap, instead: &str) -> Result<(), StorageError> {
+    for name in [header::IF_MATCH, header::IF_NONE_MATCH] {
+        if headers.contains_key(&name) {
+            return Err(StorageError::InvalidInput {
+                field: "precondition",
+                message: format!("{name} does not apply here: {instead}"),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The ETag of a revision.
 pub fn etag(revision: u64) -> String {
     format!("\"{revision}\"")
 }
 
-fn etag_revision(value: &str) -> Option<u64> {
-    let digits = value.strip_prefix('"')?.strip_suffix('"')?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+/// A read's `If-Match` and `If-None-Match` (RFC 9110 §13.1.1-2), each `*` or a list of ETags.
+#[derive(Debug)]
+pub struct ReadCondition {
+    if_match: Option<Vec<Tag>>,
+    if_none_match: Option<Vec<Tag>>,
 }
 
-fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, StorageError> {
-    headers
-        .get(name)
-        .map(|v| {
-            v.to_str().map_err(|_| StorageError::InvalidInput {
-                field: "precondition",
-                message: format!("{name} is not ASCII"),
-            })
+/// What a conditional read answers.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadAnswer {
+    /// The record (or its absence), as without the headers.
+    Read,
+    /// `304 Not Modified`: the caller holds the current revision.
+    NotModified,
+    /// `412`: `If-Match` names no current revision.
+    Failed,
+}
+
+/// One entity tag of a list: `*`, or a tag with the revision it names (`None`: not an ETag of
+/// this server, which matches nothing).
+#[derive(Debug)]
+enum Tag {
+    Any,
+    Opaque { weak: bool, revision: Option<u64> },
+}
+
+impl ReadCondition {
+    pub fn from_headers(headers: &HeaderMap) -> Result<Self, StorageError> {
+        Ok(Self {
+            if_match: tag_list(headers, header::IF_MATCH.as_str())?,
+            if_none_match: tag_list(headers, header::IF_NONE_MATCH.as_str())?,
         })
-        .transpose()
+    }
+
+    /// The answer for a record at `revision` (`None`: absent). If-Match compares strongly,
+    /// If-None-Match weakly, as RFC 9110 §8.8.3.2 says.
+    pub fn answer(&self, revision: Option<u64>) -> ReadAnswer {
+        let names = |tags: &[Tag], weak_too: bool| {
+            tags.iter().any(|tag| match *tag {
+                Tag::Any => revision.is_some(),
+                Tag::Opaque { weak, revision: r } => {
+                    (weak_too || !weak) && r.is_some() && r == revision
+                }
+            })
+        };
+        if let Some(tags) = &self.if_match
+            && !names(tags, false)
+        {
+            return ReadAnswer::Failed;
+        }
+        if let Some(tags) = &self.if_none_match
+            && names(tags, true)
+        {
+            return ReadAnswer::NotModified;
+        }
+        ReadAnswer::Read
+    }
+}
+
+/// The tags of every `name` header line; `None` when there is none.
+fn tag_list(headers: &HeaderMap, name: &str) -> Result<Option<Vec<Tag>>, StorageError> {
+    let mut tags: Option<Vec<Tag>> = None;
+    for value in headers.get_all(name) {
+        let text = ascii(name, value)?;
+        let list = tags.get_or_insert_with(Vec::new);
+        parse_tags(text, list).ok_or_else(|| StorageError::InvalidInput {
+            field: "precondition",
+            message: format!("{name} takes * or ETags such as \"3\", got {text:?}"),
+        })?;
+    }
+    Ok(tags)
+}
+
+/// Appends the comma-separated `*` and `[W/]"opaque"` tags of `text`; `None` if malformed.
+fn parse_tags(text: &str, tags: &mut Vec<Tag>) -> Option<()> {
+    let mut rest = text;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        if rest.is_empty() {
+            return Some(());
+        }
+        if let Some(after) = rest.strip_prefix('*') {
+            tags.push(Tag::Any);
+            rest = after;
+        } else {
+            let (weak, quoted) = match rest.strip_prefix("W/") {
+                Some(quoted) => (true, quoted),
+                None => (false, rest),
+            };
+            let opaque = quoted.strip_prefix('"')?;
+            let end = opaque.find('"')?;
+            tags.push(Tag::Opaque {
+                weak,
+                revision: revision_of(&opaque[..end]),
+            });
+            rest = &opaque[end + 1..];
+        }
+        if !(rest.is_empty() || rest.starts_with([' ', '\t', ','])) {
+            return None;
+        }
+    }
+}
+
+/// The revision an ETag's inside names, as [`etag`] writes it: digits without leading zeros.
+fn revision_of(digits: &str) -> Option<u64> {
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    if canonical { digits.parse().ok() } else { None }
+}
+
+/// The one value of a header a write takes once; more than one line is refused, not guessed.
+fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, StorageError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(StorageError::InvalidInput {
+            field: "precondition",
+            message: format!("{name} is given more than once; send it once"),
+        });
+    }
+    ascii(name, value).map(Some)
+}
+
+fn ascii<'a>(name: &str, value: &'a HeaderValue) -> Result<&'a str, StorageError> {
+    value.to_str().map_err(|_| StorageError::InvalidInput {
+        field: "precondition",
+        message: format!("{name} is not ASCII"),
+    })
 }
 
 #[cfg(test)]
@@ -145,7 +277,7 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
-            map.insert(
+            map.append(
                 axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
                 value.parse().unwrap(),
             );
@@ -173,8 +305,69 @@ mod tests {
             vec![("if-match", "\"99999999999999999999999\"")],
             vec![("if-none-match", "\"1\"")],
             vec![("if-match", "\"1\""), ("if-none-match", "*")],
+            vec![("if-match", "\"02\"")],
+            vec![("if-match", "\"\"")],
+            vec![("if-match", "\"1\""), ("if-match", "\"1\"")],
+            vec![("if-none-match", "*"), ("if-none-match", "*")],
         ] {
             assert!(precondition(&headers(&bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn conditional_reads_follow_rfc_9110() {
+        let answer = |pairs: &[(&str, &str)], revision| {
+            ReadCondition::from_headers(&headers(pairs))
+                .unwrap()
+                .answer(revision)
+        };
+        use ReadAnswer::*;
+        assert_eq!(answer(&[], Some(2)), Read);
+        assert_eq!(answer(&[], None), Read);
+        // If-None-Match: weak comparison, any listed tag, on any line.
+        assert_eq!(answer(&[("if-none-match", "\"2\"")], Some(2)), NotModified);
+        assert_eq!(
+            answer(&[("if-none-match", "W/\"2\"")], Some(2)),
+            NotModified
+        );
+        assert_eq!(
+            answer(&[("if-none-match", "\"1\", \"2\"")], Some(2)),
+            NotModified
+        );
+        assert_eq!(
+            answer(
+                &[("if-none-match", "\"1\""), ("if-none-match", "\"2\"")],
+                Some(2)
+            ),
+            NotModified
+        );
+        assert_eq!(answer(&[("if-none-match", "\"1\"")], Some(2)), Read);
+        assert_eq!(answer(&[("if-none-match", "\"02\"")], Some(2)), Read);
+        assert_eq!(answer(&[("if-none-match", "\"x,2\"")], Some(2)), Read);
+        assert_eq!(answer(&[("if-none-match", "*")], Some(2)), NotModified);
+        assert_eq!(answer(&[("if-none-match", "*")], None), Read);
+        assert_eq!(answer(&[("if-none-match", "\"2\"")], None), Read);
+        // If-Match: strong comparison; an absent record matches nothing.
+        assert_eq!(answer(&[("if-match", "\"2\"")], Some(2)), Read);
+        assert_eq!(answer(&[("if-match", "\"1\",\"2\"")], Some(2)), Read);
+        assert_eq!(answer(&[("if-match", "W/\"2\"")], Some(2)), Failed);
+        assert_eq!(answer(&[("if-match", "\"1\"")], Some(2)), Failed);
+        assert_eq!(answer(&[("if-match", "*")], Some(2)), Read);
+        assert_eq!(answer(&[("if-match", "*")], None), Failed);
+        assert_eq!(answer(&[("if-match", "\"1\"")], None), Failed);
+        // If-Match first.
+        assert_eq!(
+            answer(
+                &[("if-match", "\"1\""), ("if-none-match", "\"2\"")],
+                Some(2)
+            ),
+            Failed
+        );
+        for bad in ["2", "\"2", "\"2\"x", "W/2", "\"1\" \"2\" x", "w/\"2\""] {
+            assert!(
+                ReadCondition::from_headers(&headers(&[("if-none-match", bad)])).is_err(),
+                "{bad}"
+            );
         }
     }
 }

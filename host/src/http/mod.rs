@@ -111,7 +111,7 @@ impl Gateway {
                 HeaderName::from_static(REQUEST_ID_HEADER),
             ]);
         let shared = Arc::new(self);
-        let api = routes::api(shared.clone());
+        let api = routes::api(shared.clone()).layer(middleware::map_response(no_store));
         Router::new()
             .nest(API_BASE, api)
             .route("/metrics", axum::routing::get(metrics).with_state(shared))
@@ -172,6 +172,16 @@ async fn request_id(mut request: Request, next: Next) -> Response {
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
+    response
+}
+
+/// Marks a response uncacheable. What a URL answers depends on the bearer token (the tenant and
+/// install), which no cache keys on: a browser cache holding one install's record could
+/// otherwise answer another's conditional read of the same URL at the same revision.
+async fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 

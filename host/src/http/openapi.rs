@@ -37,10 +37,6 @@ pub fn document() -> Value {
 }
 
 fn describe(operation: Operation) -> Value {
-    let record_params = json!([
-        { "$ref": "#/components/parameters/namespace" },
-        { "$ref": "#/components/parameters/key" }
-    ]);
     let namespace_param = json!([{ "$ref": "#/components/parameters/namespace" }]);
     let precondition_params = json!([
         { "$ref": "#/components/parameters/namespace" },
@@ -50,10 +46,24 @@ fn describe(operation: Operation) -> Value {
     ]);
     let mut doc = match operation {
         Operation::GetRecord => json!({
-            "summary": "Read one record (the WIT `get`); 404 when absent or expired.",
-            "parameters": record_params,
+            "summary": "Read one record (the WIT `get`); 404 when absent or expired. \
+                Conditional as RFC 9110 says: 304 when `If-None-Match` names the current \
+                revision, 412 when `If-Match` names none.",
+            "parameters": [
+                { "$ref": "#/components/parameters/namespace" },
+                { "$ref": "#/components/parameters/key" },
+                { "$ref": "#/components/parameters/readIfMatch" },
+                { "$ref": "#/components/parameters/readIfNoneMatch" }
+            ],
             "responses": {
                 "200": ok_json("The record; `ETag` is its revision.", "Entry", true),
+                "304": {
+                    "description": "Not modified: the caller's copy is current. No body.",
+                    "headers": { "ETag": {
+                        "description": "The revision, quoted: \"3\".",
+                        "schema": { "type": "string" }
+                    } }
+                },
             },
         }),
         Operation::PutRecord => json!({
@@ -213,7 +223,18 @@ fn parameters() -> Value {
         "ifMatch": {
             "name": "If-Match", "in": "header", "required": false,
             "description": "Write only if the record is at this revision: \"N\".",
-            "schema": { "type": "string", "pattern": "^\"[0-9]+\"$" }
+            "schema": { "type": "string", "pattern": "^\"(0|[1-9][0-9]*)\"$" }
+        },
+        "readIfMatch": {
+            "name": "If-Match", "in": "header", "required": false,
+            "description": "`*` or ETags: answer 412 unless one names the current revision.",
+            "schema": { "type": "string" }
+        },
+        "readIfNoneMatch": {
+            "name": "If-None-Match", "in": "header", "required": false,
+            "description": "`*` or ETags (weak allowed): answer 304 if one names the current \
+                revision.",
+            "schema": { "type": "string" }
         },
         "ifNoneMatch": {
             "name": "If-None-Match", "in": "header", "required": false,
@@ -236,7 +257,7 @@ fn schemas() -> Value {
             "properties": {
                 "key": { "type": "string" },
                 "value": { "description": "Any JSON; absent in keys-only listings." },
-                "metadata": { "description": "Any JSON, or null." },
+                "metadata": { "description": "Any JSON, or null; absent in keys-only listings." },
                 "revision": { "type": "integer", "minimum": 1 },
                 "schemaVersion": nullable_int,
                 "expiresAtMs": nullable_int,

@@ -162,11 +162,24 @@ fn payload(error: &StorageError, fields: &mut serde_json::Map<String, Value>) {
             fields.insert("current".into(), json!(current));
         }
         StorageError::InvalidInput { field, message } => {
-            fields.insert("field".into(), json!(field));
+            fields.insert("field".into(), json!(camel_case(field)));
             fields.insert("message".into(), json!(message));
         }
         _ => {}
     }
+}
+
+/// A WIT argument name as REST bodies spell it (`ttl-ms` is `ttlMs`).
+fn camel_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut words = name.split('-');
+    out.extend(words.next());
+    for word in words {
+        let mut chars = word.chars();
+        out.extend(chars.next().map(|c| c.to_ascii_uppercase()));
+        out.extend(chars);
+    }
+    out
 }
 
 impl IntoResponse for ApiError {

@@ -10,7 +10,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post, put};
 use axum::{Extension, Json, Router};
 
-use super::extract::{BodyLimit, Caller, JsonBody, etag, precondition};
+use super::extract::{
+    BodyLimit, Caller, JsonBody, ReadAnswer, ReadCondition, etag, no_precondition, precondition,
+};
 use super::problem::ApiError;
 use super::wire::{
     BulkBody, BulkWritten, Deleted, InstallUsage, JsonText, ListParams, PutBody, Schema, Written,
@@ -18,7 +20,7 @@ use super::wire::{
 };
 use super::{Shared, openapi_document};
 use crate::error::{BulkError, StorageError};
-use crate::limits::{MAX_BULK_ITEMS, MAX_KEY_BYTES, MAX_METADATA_BYTES, MAX_VALUE_BYTES};
+use crate::limits::{MAX_BULK_ITEMS, MAX_METADATA_BYTES, MAX_VALUE_BYTES};
 use crate::model::ListOptions;
 
 /// Room for the JSON envelope around a value: field names, options, escaping slack.
@@ -27,9 +29,9 @@ const ENVELOPE_BYTES: usize = 16 * 1024;
 /// Largest body of a one-record write.
 pub const MAX_PUT_BODY_BYTES: usize = MAX_VALUE_BYTES + MAX_METADATA_BYTES + ENVELOPE_BYTES;
 
-/// Largest body of a bulk put.
-pub const MAX_BULK_BODY_BYTES: usize =
-    MAX_BULK_ITEMS * (MAX_VALUE_BYTES + MAX_METADATA_BYTES + MAX_KEY_BYTES) + ENVELOPE_BYTES;
+/// Largest body of a bulk put: as many one-record bodies as a bulk takes items (each item also
+/// carries its key, escaped up to six-fold, within the envelope's room).
+pub const MAX_BULK_BODY_BYTES: usize = MAX_BULK_ITEMS * MAX_PUT_BODY_BYTES;
 
 /// Every route of the API. Adding one here without a handler or documentation does not compile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,12 +162,25 @@ async fn get_record(
     State(gateway): State<Shared>,
     Caller(ctx): Caller,
     path: NamespaceKey,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (namespace, key) = path_value(path)?;
-    let record = gateway
-        .service
-        .get(&ctx, &namespace, &key)
-        .await?
+    let condition = ReadCondition::from_headers(&headers)?;
+    let record = gateway.service.get(&ctx, &namespace, &key).await?;
+    let revision = record.as_ref().map(|r| r.revision);
+    match (condition.answer(revision), revision) {
+        (ReadAnswer::NotModified, Some(revision)) => {
+            return Ok(with_etag(StatusCode::NOT_MODIFIED, revision, ()));
+        }
+        (ReadAnswer::Failed, _) => {
+            return Err(ApiError::Precondition(StorageError::RevisionConflict {
+                key,
+                current_revision: revision,
+            }));
+        }
+        _ => {}
+    }
+    let record = record
         .ok_or_else(|| StorageError::NotFound(format!("no record {key:?} in {namespace:?}")))?;
     Ok(with_etag(
         StatusCode::OK,
@@ -218,8 +233,13 @@ async fn list_records(
     Caller(ctx): Caller,
     path: NamespaceOnly,
     query: Result<Query<ListParams>, QueryRejection>,
+    headers: HeaderMap,
 ) -> Result<JsonText, ApiError> {
     let namespace = path_value(path)?;
+    no_precondition(
+        &headers,
+        "a page has no ETag; read one record to compare revisions",
+    )?;
     let Query(params) = query.map_err(|rejection| StorageError::InvalidInput {
         field: "query",
         message: rejection.body_text(),
@@ -238,9 +258,11 @@ async fn bulk_put(
     State(gateway): State<Shared>,
     Caller(ctx): Caller,
     path: NamespaceOnly,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<BulkBody>,
 ) -> Result<Json<BulkWritten>, ApiError> {
     let namespace = path_value(path)?;
+    no_precondition(&headers, "give each item ifAbsent or ifRevision")?;
     let items = body
         .items
         .into_iter()

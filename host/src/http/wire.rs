@@ -161,12 +161,13 @@ pub fn page_json(page: &ListPage) -> String {
 fn write_entry(out: &mut String, record: &Record) {
     out.push_str("{\"key\":");
     write_string_or_null(out, Some(&record.key));
+    // A keys-only entry has neither value nor metadata: both are left out, not null.
     if let Some(value) = &record.value {
         out.push_str(",\"value\":");
         out.push_str(value);
+        out.push_str(",\"metadata\":");
+        out.push_str(record.metadata.as_deref().unwrap_or("null"));
     }
-    out.push_str(",\"metadata\":");
-    out.push_str(record.metadata.as_deref().unwrap_or("null"));
     let _ = write!(out, ",\"revision\":{}", record.revision);
     out.push_str(",\"schemaVersion\":");
     write_number_or_null(out, record.schema_version.map(u64::from));

@@ -135,7 +135,7 @@ pub fn put(
         }));
     }
 
-    let (mut delta_keys, mut delta_bytes) = (0i64, 0i64);
+    let mut change = Change::default();
     let mut results = Vec::with_capacity(batch.items.len());
     for (index, item) in batch.items.iter().enumerate() {
         let state = current(&tx, ctx, ns, item.key, now).map_err(whole)?;
@@ -179,7 +179,13 @@ pub fn put(
                     ])
                 })
                 .map_err(whole)?;
-                delta_bytes += size - old.size;
+                change.bytes += size - old.size;
+                if expired {
+                    change.added_keys += 1;
+                    change.added_bytes += size;
+                } else {
+                    change.added_bytes += size - old.size;
+                }
                 (revision, expired, written_at)
             }
             None => {
@@ -203,8 +209,10 @@ pub fn put(
                     ])
                 })
                 .map_err(whole)?;
-                delta_keys += 1;
-                delta_bytes += size;
+                change.keys += 1;
+                change.bytes += size;
+                change.added_keys += 1;
+                change.added_bytes += size;
                 (1, true, micros(now))
             }
         };
@@ -225,13 +233,10 @@ pub fn put(
     }
 
     let (freed_keys, freed_bytes) = sweep(&tx, ctx, ns, now, batch.sweep_limit).map_err(whole)?;
-    delta_keys -= freed_keys;
-    delta_bytes -= freed_bytes;
-    let counters = if delta_keys != 0 || delta_bytes != 0 {
-        Some(
-            count(&tx, ctx, ns, delta_keys, delta_bytes, Some(&batch.limits))
-                .map_err(BulkError::whole)?,
-        )
+    change.keys -= freed_keys;
+    change.bytes -= freed_bytes;
+    let counters = if change.visits_counters() {
+        Some(count(&tx, ctx, ns, &change, now, Some(&batch.limits)).map_err(BulkError::whole)?)
     } else {
         None
     };
@@ -259,7 +264,7 @@ pub fn delete(
             current_revision: visible.map(|r| r as u64),
         });
     }
-    let (mut delta_keys, mut delta_bytes) = (0, 0);
+    let mut change = Change::default();
     if let Some(old) = state {
         tx.prepare_cached(
             "DELETE FROM records \
@@ -267,8 +272,8 @@ pub fn delete(
         )
         .and_then(|mut s| s.execute(params![ctx.tenant_id, ctx.install_id, ns, key]))
         .map_err(db_error)?;
-        delta_keys = -1;
-        delta_bytes = -old.size;
+        change.keys = -1;
+        change.bytes = -old.size;
         // An expired record is removed as TTL cleanup, not as the caller's delete.
         let row = Audit {
             namespace: Some(ns),
@@ -285,11 +290,11 @@ pub fn delete(
         audit(&tx, ctx, row, time(old.next_time(now))).map_err(db_error)?;
     }
     let (freed_keys, freed_bytes) = sweep(&tx, ctx, ns, now, sweep_limit).map_err(db_error)?;
-    delta_keys -= freed_keys;
-    delta_bytes -= freed_bytes;
-    if delta_keys != 0 || delta_bytes != 0 {
+    change.keys -= freed_keys;
+    change.bytes -= freed_bytes;
+    if change.visits_counters() {
         // Only shrinks: no quota can trip.
-        count(&tx, ctx, ns, delta_keys, delta_bytes, None)?;
+        count(&tx, ctx, ns, &change, now, None)?;
     }
     tx.commit().map_err(db_error)?;
     Ok(visible.is_some())
@@ -338,15 +343,39 @@ fn sweep(
     Ok((keys, bytes))
 }
 
+/// A write's effect on usage: how the counters change, and how much live usage grows (records
+/// created; bytes beyond those of the live records replaced). The two differ because the
+/// counters also hold records expired but not yet swept.
+#[derive(Default)]
+struct Change {
+    keys: i64,
+    bytes: i64,
+    added_keys: i64,
+    added_bytes: i64,
+}
+
+impl Change {
+    /// Whether the counters are to be updated or checked: same-size overwrites leave them be.
+    fn visits_counters(&self) -> bool {
+        self.keys != 0 || self.bytes != 0 || self.added_keys > 0 || self.added_bytes > 0
+    }
+}
+
 /// Applies a change to the namespace and install counters and, on growth, enforces `limits`.
+///
+/// Quotas count live records, as usage does. A write that grows live usage and leaves a counter
+/// over its limit has the expired records not yet swept subtracted (a write sweeps only its own
+/// namespace, a batch at a time) before it is refused; the refusal reports the live usage. Live
+/// usage never exceeds the counters: a write within them, the usual case, never looks.
 fn count(
     tx: &Transaction<'_>,
     ctx: &CallContext,
     ns: &str,
-    delta_keys: i64,
-    delta_bytes: i64,
+    change: &Change,
+    now: SystemTime,
     limits: Option<&Limits>,
 ) -> Result<CounterChange, StorageError> {
+    let (delta_keys, delta_bytes) = (change.keys, change.bytes);
     let (old_keys, old_ns_bytes): (i64, i64) = tx
         .prepare_cached(
             "SELECT key_count, byte_count FROM namespace_usage \
@@ -376,21 +405,6 @@ fn count(
         ])
     })
     .map_err(db_error)?;
-    let exceeded = |quota, limit: u64, usage: i64| StorageError::QuotaExceeded {
-        quota,
-        limit,
-        usage: usage.max(0) as u64,
-    };
-    if let Some(limits) = limits
-        && delta_keys > 0
-        && keys > limits.max_keys_per_namespace.min(i64::MAX as u64) as i64
-    {
-        return Err(exceeded(
-            Quota::KeysPerNamespace,
-            limits.max_keys_per_namespace,
-            old_keys,
-        ));
-    }
     let namespaces_delta = match (old_keys, keys) {
         (0, k) if k > 0 => 1,
         (o, 0) if o > 0 => -1,
@@ -425,19 +439,39 @@ fn count(
     })
     .map_err(db_error)?;
     if let Some(limits) = limits {
-        if namespaces_delta > 0 && namespaces > limits.max_namespaces.min(i64::MAX as u64) as i64 {
-            return Err(exceeded(
-                Quota::Namespaces,
-                limits.max_namespaces,
-                namespaces - 1,
-            ));
+        let exceeded = |quota, limit: u64, usage: i64| StorageError::QuotaExceeded {
+            quota,
+            limit,
+            usage: usage.max(0) as u64,
+        };
+        let max_keys = capped(limits.max_keys_per_namespace);
+        let max_namespaces = capped(limits.max_namespaces);
+        if change.added_keys > 0 && (keys > max_keys || namespaces > max_namespaces) {
+            let live_keys = keys - expired(tx, ctx, Some(ns), now).map_err(db_error)?.0;
+            if live_keys > max_keys {
+                return Err(exceeded(
+                    Quota::KeysPerNamespace,
+                    limits.max_keys_per_namespace,
+                    live_keys - change.added_keys,
+                ));
+            }
+            // Only the namespace's first live records add a namespace in use.
+            if live_keys == change.added_keys && namespaces > max_namespaces {
+                let live = namespaces - expired_namespaces(tx, ctx, now).map_err(db_error)?;
+                if live > max_namespaces {
+                    return Err(exceeded(Quota::Namespaces, limits.max_namespaces, live - 1));
+                }
+            }
         }
-        if delta_bytes > 0 && total_bytes > limits.max_total_bytes.min(i64::MAX as u64) as i64 {
-            return Err(exceeded(
-                Quota::TotalBytes,
-                limits.max_total_bytes,
-                old_bytes,
-            ));
+        if change.added_bytes > 0 && total_bytes > capped(limits.max_total_bytes) {
+            let live = total_bytes - expired(tx, ctx, None, now).map_err(db_error)?.1;
+            if live > capped(limits.max_total_bytes) {
+                return Err(exceeded(
+                    Quota::TotalBytes,
+                    limits.max_total_bytes,
+                    live - change.added_bytes,
+                ));
+            }
         }
     }
     Ok(CounterChange {
@@ -447,6 +481,49 @@ fn count(
         total_bytes_delta: delta_bytes,
         namespaces: namespaces.max(0) as u64,
         namespaces_delta,
+    })
+}
+
+/// A quota as a counter value.
+fn capped(limit: u64) -> i64 {
+    limit.min(i64::MAX as u64) as i64
+}
+
+/// Keys and bytes of the records expired but not yet swept, in `ns` or in the whole install.
+fn expired(
+    tx: &Transaction<'_>,
+    ctx: &CallContext,
+    ns: Option<&str>,
+    now: SystemTime,
+) -> rusqlite::Result<(i64, i64)> {
+    tx.prepare_cached(
+        "SELECT count(*), coalesce(sum(size_bytes), 0) FROM records \
+         WHERE tenant_id = ?1 AND install_id = ?2 AND (?3 IS NULL OR namespace = ?3) \
+           AND expires_at IS NOT NULL AND expires_at <= ?4",
+    )?
+    .query_row(
+        params![ctx.tenant_id, ctx.install_id, ns, micros(now)],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+}
+
+/// Namespaces counted as holding records whose every record has expired.
+fn expired_namespaces(
+    tx: &Transaction<'_>,
+    ctx: &CallContext,
+    now: SystemTime,
+) -> rusqlite::Result<i64> {
+    tx.prepare_cached(
+        "SELECT count(*) FROM namespace_usage u \
+           JOIN (SELECT namespace, count(*) AS keys FROM records \
+                  WHERE tenant_id = ?1 AND install_id = ?2 \
+                    AND expires_at IS NOT NULL AND expires_at <= ?3 \
+                  GROUP BY namespace) e ON e.namespace = u.namespace \
+          WHERE u.tenant_id = ?1 AND u.install_id = ?2 \
+            AND u.key_count > 0 AND u.key_count <= e.keys",
+    )?
+    .query_row(params![ctx.tenant_id, ctx.install_id, micros(now)], |r| {
+        r.get(0)
     })
 }
 
