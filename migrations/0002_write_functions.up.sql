@@ -69,9 +69,12 @@ $fn$;
 -- Quotas count live records, as usage does. The counters also hold records expired but not yet
 -- swept (a write sweeps only its own namespace, a batch at a time), so a write that grows live
 -- usage (p_added_keys records created, p_added_bytes more bytes than the live records it
--- replaced) and leaves a counter over its limit has the expired records subtracted (found
--- through the partial TTL index) before it is refused; the refusal reports the live usage.
--- Live usage never exceeds the counters: a write within them, the usual case, never looks.
+-- replaced) and leaves a counter over its limit has the expired records subtracted before it
+-- is refused; the refusal reports the live usage. Live usage never exceeds the counters: a
+-- write within them, the usual case, never looks. The look stays bounded, never a count of the
+-- install: up to 1,000 expired records per namespace (EXPIRED_LOOKUP_LIMIT in
+-- core/src/limits.rs), each namespace's read as one range of the partial TTL index, so no live
+-- record is read. Past that bound, expired records still count until swept.
 CREATE FUNCTION alga_storage_count(
     p_tenant_id text,
     p_install_id text,
@@ -91,8 +94,10 @@ CREATE FUNCTION alga_storage_count(
 LANGUAGE plpgsql
 AS $fn$
 DECLARE
-    v_expired bigint;
     v_live_keys bigint;
+    v_new_namespace boolean := false;
+    v_expired_namespaces bigint;
+    v_expired_bytes bigint;
 BEGIN
     namespaces_delta := 0;
     -- UPDATE first: a shrinking change (negative deltas) always finds its row. The INSERT only
@@ -136,13 +141,18 @@ BEGIN
         RETURNING u.namespace_count, u.byte_count INTO namespaces, total_bytes;
     END IF;
 
+    -- A namespace's first live records add a namespace in use (its records that had expired,
+    -- unswept, did not count); other namespaces count if any of their records is live.
     IF p_added_keys > 0 AND (namespace_keys > p_max_keys OR namespaces > p_max_namespaces) THEN
         SELECT namespace_keys - count(*) INTO v_live_keys
-          FROM ext_storage_records r
-         WHERE r.tenant_id = p_tenant_id
-           AND r.extension_install_id = p_install_id
-           AND r.namespace = p_namespace
-           AND r.ttl_expires_at <= p_now;
+          FROM (SELECT 1
+                  FROM ext_storage_records r
+                 WHERE r.tenant_id = p_tenant_id
+                   AND r.extension_install_id = p_install_id
+                   AND r.namespace = p_namespace
+                   AND r.ttl_expires_at IS NOT NULL
+                   AND r.ttl_expires_at <= p_now
+                 LIMIT 1000) e;
         IF v_live_keys > p_max_keys THEN
             RAISE EXCEPTION USING
                 ERRCODE = 'AS429',
@@ -150,43 +160,40 @@ BEGIN
                 DETAIL = json_build_object('quota', 'keys-per-namespace', 'limit', p_max_keys,
                                            'usage', v_live_keys - p_added_keys)::text;
         END IF;
-        -- Only the namespace's first live records add a namespace in use. Other namespaces
-        -- count if any of their records is live.
-        IF v_live_keys = p_added_keys AND namespaces > p_max_namespaces THEN
-            SELECT count(*) INTO v_expired
-              FROM ext_storage_namespace_usage u
-              JOIN (SELECT r.namespace, count(*) AS keys
-                      FROM ext_storage_records r
-                     WHERE r.tenant_id = p_tenant_id
-                       AND r.extension_install_id = p_install_id
-                       AND r.ttl_expires_at <= p_now
-                     GROUP BY r.namespace) e ON e.namespace = u.namespace
-             WHERE u.tenant_id = p_tenant_id
-               AND u.extension_install_id = p_install_id
-               AND u.key_count > 0
-               AND u.key_count <= e.keys;
-            IF namespaces - v_expired > p_max_namespaces THEN
-                RAISE EXCEPTION USING
-                    ERRCODE = 'AS429',
-                    MESSAGE = 'alga-storage: quota exceeded',
-                    DETAIL = json_build_object('quota', 'namespaces', 'limit', p_max_namespaces,
-                                               'usage', namespaces - v_expired - 1)::text;
-            END IF;
-        END IF;
+        v_new_namespace := v_live_keys = p_added_keys;
     END IF;
-    IF p_added_bytes > 0 AND total_bytes > p_max_bytes THEN
-        SELECT coalesce(sum(r.size_bytes), 0) INTO v_expired
-          FROM ext_storage_records r
-         WHERE r.tenant_id = p_tenant_id
-           AND r.extension_install_id = p_install_id
-           AND r.ttl_expires_at <= p_now;
-        IF total_bytes - v_expired > p_max_bytes THEN
+    IF (v_new_namespace AND namespaces > p_max_namespaces)
+       OR (p_added_bytes > 0 AND total_bytes > p_max_bytes) THEN
+        SELECT count(*) FILTER (WHERE e.keys >= u.key_count), coalesce(sum(e.bytes), 0)
+          INTO v_expired_namespaces, v_expired_bytes
+          FROM ext_storage_namespace_usage u
+         CROSS JOIN LATERAL (
+                SELECT count(*) AS keys, coalesce(sum(x.size_bytes), 0) AS bytes
+                  FROM (SELECT r.size_bytes
+                          FROM ext_storage_records r
+                         WHERE r.tenant_id = p_tenant_id
+                           AND r.extension_install_id = p_install_id
+                           AND r.namespace = u.namespace
+                           AND r.ttl_expires_at IS NOT NULL
+                           AND r.ttl_expires_at <= p_now
+                         LIMIT 1000) x) e
+         WHERE u.tenant_id = p_tenant_id
+           AND u.extension_install_id = p_install_id
+           AND u.key_count > 0;
+        IF v_new_namespace AND namespaces - v_expired_namespaces > p_max_namespaces THEN
+            RAISE EXCEPTION USING
+                ERRCODE = 'AS429',
+                MESSAGE = 'alga-storage: quota exceeded',
+                DETAIL = json_build_object('quota', 'namespaces', 'limit', p_max_namespaces,
+                                           'usage', namespaces - v_expired_namespaces - 1)::text;
+        END IF;
+        IF p_added_bytes > 0 AND total_bytes - v_expired_bytes > p_max_bytes THEN
             RAISE EXCEPTION USING
                 ERRCODE = 'AS429',
                 MESSAGE = 'alga-storage: quota exceeded',
                 DETAIL = json_build_object(
                     'quota', 'total-bytes', 'limit', p_max_bytes,
-                    'usage', total_bytes - v_expired - p_added_bytes)::text;
+                    'usage', total_bytes - v_expired_bytes - p_added_bytes)::text;
         END IF;
     END IF;
 END

@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alga_storage::backend::DriftScope;
-use alga_storage::limits::{MAX_JSON_DEPTH, MAX_KEY_BYTES, MAX_METADATA_BYTES, MAX_VALUE_BYTES};
+use alga_storage::limits::{
+    EXPIRED_LOOKUP_LIMIT, MAX_JSON_DEPTH, MAX_KEY_BYTES, MAX_METADATA_BYTES, MAX_VALUE_BYTES,
+};
 use alga_storage::model::{ListOptions, Precondition, PutItem, PutOptions};
 use alga_storage::observe::{QuotaThreshold, StorageObserver};
 use alga_storage::{CallContext, Limits, Quota, StorageError, StorageService};
@@ -37,6 +39,17 @@ async fn stored(store: &TestStore, tenant: &str, install: &str) -> Vec<(String, 
         .await;
     rows.into_iter()
         .map(|r| (r[0].clone(), r[1].parse().unwrap(), r[2].parse().unwrap()))
+        .collect()
+}
+
+/// Bulk items `{prefix}000`, `{prefix}001`, … of the value 1.
+fn numbered(prefix: &str, count: usize, options: &PutOptions) -> Vec<PutItem> {
+    (0..count)
+        .map(|i| PutItem {
+            key: format!("{prefix}{i:03}"),
+            value: "1".into(),
+            options: options.clone(),
+        })
         .collect()
 }
 
@@ -589,18 +602,20 @@ async fn quotas_count_only_live_records(engine: Engine) {
 
     // Keys: a namespace of 250 expired records, after the install's limit dropped to 100. A
     // write sweeps 100 of them; the 150 left count for nothing.
+    // (A TTL long enough that none expires before the last is written: a sweep would run.)
     let roomy = granted("t", "j");
-    for chunk in 0..3 {
-        let items: Vec<PutItem> = (0..if chunk < 2 { 100 } else { 50 })
-            .map(|i| PutItem {
-                key: format!("k{chunk}-{i:03}"),
-                value: "1".into(),
-                options: short.clone(),
-            })
-            .collect();
+    let ttl = Duration::from_secs(2);
+    let started = tokio::time::Instant::now();
+    let short = PutOptions {
+        ttl: Some(ttl),
+        ..put_options()
+    };
+    for (chunk, count) in [100, 100, 50].into_iter().enumerate() {
+        let items = numbered(&format!("k{chunk}-"), count, &short);
         service.bulk_put(&roomy, "ns", &items).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(started.elapsed() < ttl, "writing took longer than the TTL");
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
     let tight = limited(
         "t",
         "j",
@@ -613,13 +628,7 @@ async fn quotas_count_only_live_records(engine: Engine) {
         .put(&tight, "ns", "live", "1", &put_options())
         .await
         .unwrap();
-    let items: Vec<PutItem> = (0..100)
-        .map(|i| PutItem {
-            key: format!("more-{i:03}"),
-            value: "1".into(),
-            options: put_options(),
-        })
-        .collect();
+    let items = numbered("more-", 100, &put_options());
     let err = service.bulk_put(&tight, "ns", &items).await.unwrap_err();
     assert!(
         matches!(
@@ -643,6 +652,59 @@ async fn quotas_count_only_live_records(engine: Engine) {
     assert!(service.recount(&tight, false).await.unwrap().is_empty());
 }
 
+/// The look at expired records is bounded per namespace ([`EXPIRED_LOOKUP_LIMIT`]): a refusal
+/// never counts an install's records. Past the bound, expired records count until swept.
+async fn a_refusal_looks_at_a_bounded_number_of_expired_records(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
+    let call = limited(
+        "t",
+        "i",
+        Limits {
+            max_namespaces: 2,
+            ..Limits::DEFAULT
+        },
+    );
+    // (A TTL long enough that none expires before the last is written: a sweep would run.)
+    let ttl = Duration::from_secs(5);
+    let started = tokio::time::Instant::now();
+    let short = PutOptions {
+        ttl: Some(ttl),
+        ..put_options()
+    };
+    let bound = EXPIRED_LOOKUP_LIMIT as usize;
+    for (ns, count) in [("at-bound", bound), ("past-bound", bound + 1)] {
+        for start in (0..count).step_by(100) {
+            let items = numbered(&format!("k{start:04}-"), (count - start).min(100), &short);
+            service.bulk_put(&call, ns, &items).await.unwrap();
+        }
+    }
+    assert!(started.elapsed() < ttl, "writing took longer than the TTL");
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+
+    // "at-bound" is seen to hold only expired records; "past-bound" is not.
+    service
+        .put(&call, "x", "k", "1", &put_options())
+        .await
+        .unwrap();
+    let err = service
+        .put(&call, "y", "k", "1", &put_options())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::QuotaExceeded {
+                quota: Quota::Namespaces,
+                limit: 2,
+                usage: 2
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(service.usage(&call).await.unwrap().namespaces.used, 1);
+}
+
 async fn sweeps_are_bounded_per_request(engine: Engine) {
     let store = TestStore::new(engine).await;
     let service = store.service();
@@ -652,13 +714,7 @@ async fn sweeps_are_bounded_per_request(engine: Engine) {
         ..put_options()
     };
     for chunk in 0..3 {
-        let items: Vec<PutItem> = (0..100)
-            .map(|i| PutItem {
-                key: format!("k{chunk}-{i:03}"),
-                value: "1".into(),
-                options: short.clone(),
-            })
-            .collect();
+        let items = numbered(&format!("k{chunk}-"), 100, &short);
         service.bulk_put(&call, "ns", &items).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -1012,6 +1068,7 @@ on_both_engines!(
     overwrites_charge_the_difference_and_shrinking_is_always_allowed,
     expired_records_are_never_returned_and_free_their_quota_once_touched,
     quotas_count_only_live_records,
+    a_refusal_looks_at_a_bounded_number_of_expired_records,
     sweeps_are_bounded_per_request,
     counters_equal_records_after_2000_random_operations,
     near_limit_crossings_are_reported_once,

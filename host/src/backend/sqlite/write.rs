@@ -12,7 +12,7 @@ use crate::backend::{
 };
 use crate::context::CallContext;
 use crate::error::{BulkError, Quota, StorageError};
-use crate::limits::Limits;
+use crate::limits::{EXPIRED_LOOKUP_LIMIT, Limits};
 use crate::model::{Precondition, Record, WriteResult};
 
 /// One audit row.
@@ -366,7 +366,8 @@ impl Change {
 /// Quotas count live records, as usage does. A write that grows live usage and leaves a counter
 /// over its limit has the expired records not yet swept subtracted (a write sweeps only its own
 /// namespace, a batch at a time) before it is refused; the refusal reports the live usage. Live
-/// usage never exceeds the counters: a write within them, the usual case, never looks.
+/// usage never exceeds the counters: a write within them, the usual case, never looks, and the
+/// look is bounded ([`EXPIRED_LOOKUP_LIMIT`] records per namespace).
 fn count(
     tx: &Transaction<'_>,
     ctx: &CallContext,
@@ -446,8 +447,11 @@ fn count(
         };
         let max_keys = capped(limits.max_keys_per_namespace);
         let max_namespaces = capped(limits.max_namespaces);
+        // A namespace's first live records add a namespace in use (its records that had
+        // expired, unswept, did not count); other namespaces count if any record is live.
+        let mut new_namespace = false;
         if change.added_keys > 0 && (keys > max_keys || namespaces > max_namespaces) {
-            let live_keys = keys - expired(tx, ctx, Some(ns), now).map_err(db_error)?.0;
+            let live_keys = keys - expired(tx, ctx, ns, now).map_err(db_error)?.0;
             if live_keys > max_keys {
                 return Err(exceeded(
                     Quota::KeysPerNamespace,
@@ -455,22 +459,19 @@ fn count(
                     live_keys - change.added_keys,
                 ));
             }
-            // Only the namespace's first live records add a namespace in use.
-            if live_keys == change.added_keys && namespaces > max_namespaces {
-                let live = namespaces - expired_namespaces(tx, ctx, now).map_err(db_error)?;
-                if live > max_namespaces {
-                    return Err(exceeded(Quota::Namespaces, limits.max_namespaces, live - 1));
-                }
-            }
+            new_namespace = live_keys == change.added_keys;
         }
-        if change.added_bytes > 0 && total_bytes > capped(limits.max_total_bytes) {
-            let live = total_bytes - expired(tx, ctx, None, now).map_err(db_error)?.1;
-            if live > capped(limits.max_total_bytes) {
-                return Err(exceeded(
-                    Quota::TotalBytes,
-                    limits.max_total_bytes,
-                    live - change.added_bytes,
-                ));
+        let max_bytes = capped(limits.max_total_bytes);
+        let bytes_over = change.added_bytes > 0 && total_bytes > max_bytes;
+        if (new_namespace && namespaces > max_namespaces) || bytes_over {
+            let (gone, expired_bytes) = expired_in_install(tx, ctx, now).map_err(db_error)?;
+            if new_namespace && namespaces - gone > max_namespaces {
+                let usage = namespaces - gone - 1;
+                return Err(exceeded(Quota::Namespaces, limits.max_namespaces, usage));
+            }
+            if bytes_over && total_bytes - expired_bytes > max_bytes {
+                let usage = total_bytes - expired_bytes - change.added_bytes;
+                return Err(exceeded(Quota::TotalBytes, limits.max_total_bytes, usage));
             }
         }
     }
@@ -489,42 +490,54 @@ fn capped(limit: u64) -> i64 {
     limit.min(i64::MAX as u64) as i64
 }
 
-/// Keys and bytes of the records expired but not yet swept, in `ns` or in the whole install.
+/// Keys and bytes of up to [`EXPIRED_LOOKUP_LIMIT`] records of `ns` expired but not yet swept.
 fn expired(
     tx: &Transaction<'_>,
     ctx: &CallContext,
-    ns: Option<&str>,
+    ns: &str,
     now: SystemTime,
 ) -> rusqlite::Result<(i64, i64)> {
     tx.prepare_cached(
-        "SELECT count(*), coalesce(sum(size_bytes), 0) FROM records \
-         WHERE tenant_id = ?1 AND install_id = ?2 AND (?3 IS NULL OR namespace = ?3) \
-           AND expires_at IS NOT NULL AND expires_at <= ?4",
+        "SELECT count(*), coalesce(sum(size_bytes), 0) FROM \
+           (SELECT size_bytes FROM records \
+             WHERE tenant_id = ?1 AND install_id = ?2 AND namespace = ?3 \
+               AND expires_at IS NOT NULL AND expires_at <= ?4 LIMIT ?5)",
     )?
     .query_row(
-        params![ctx.tenant_id, ctx.install_id, ns, micros(now)],
+        params![
+            ctx.tenant_id,
+            ctx.install_id,
+            ns,
+            micros(now),
+            EXPIRED_LOOKUP_LIMIT
+        ],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
 }
 
-/// Namespaces counted as holding records whose every record has expired.
-fn expired_namespaces(
+/// Across the install's namespaces, each looked at as [`expired`] does: how many hold only
+/// expired records, and the bytes of the expired records found.
+fn expired_in_install(
     tx: &Transaction<'_>,
     ctx: &CallContext,
     now: SystemTime,
-) -> rusqlite::Result<i64> {
-    tx.prepare_cached(
-        "SELECT count(*) FROM namespace_usage u \
-           JOIN (SELECT namespace, count(*) AS keys FROM records \
-                  WHERE tenant_id = ?1 AND install_id = ?2 \
-                    AND expires_at IS NOT NULL AND expires_at <= ?3 \
-                  GROUP BY namespace) e ON e.namespace = u.namespace \
-          WHERE u.tenant_id = ?1 AND u.install_id = ?2 \
-            AND u.key_count > 0 AND u.key_count <= e.keys",
-    )?
-    .query_row(params![ctx.tenant_id, ctx.install_id, micros(now)], |r| {
-        r.get(0)
-    })
+) -> rusqlite::Result<(i64, i64)> {
+    let counted: Vec<(String, i64)> = tx
+        .prepare_cached(
+            "SELECT namespace, key_count FROM namespace_usage \
+             WHERE tenant_id = ?1 AND install_id = ?2 AND key_count > 0",
+        )?
+        .query_map(params![ctx.tenant_id, ctx.install_id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let (mut namespaces, mut bytes) = (0, 0);
+    for (ns, key_count) in counted {
+        let (expired_keys, expired_bytes) = expired(tx, ctx, &ns, now)?;
+        namespaces += i64::from(expired_keys >= key_count);
+        bytes += expired_bytes;
+    }
+    Ok((namespaces, bytes))
 }
 
 pub fn register_schema(
