@@ -599,6 +599,22 @@ async fn quotas_count_only_live_records(engine: Engine) {
         .await
         .unwrap();
     assert_eq!(service.usage(&call).await.unwrap().total_bytes.used, 100);
+    // A namespace holding only expired records comes back into use with its next live record.
+    let err = service
+        .put(&call, "a", "k2", &value(4), &put_options())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::QuotaExceeded {
+                quota: Quota::Namespaces,
+                limit: 2,
+                usage: 2
+            }
+        ),
+        "{err:?}"
+    );
 
     // Keys: a namespace of 250 expired records, after the install's limit dropped to 100. A
     // write sweeps 100 of them; the 150 left count for nothing.
@@ -647,6 +663,23 @@ async fn quotas_count_only_live_records(engine: Engine) {
             .keys
             .used,
         100
+    );
+    // Writing over an expired key adds a live one: refused at the limit (the counters do not
+    // grow, as the write's sweep frees more than it adds).
+    let err = service
+        .put(&tight, "ns", "k2-000", "1", &put_options())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::QuotaExceeded {
+                quota: Quota::KeysPerNamespace,
+                limit: 100,
+                usage: 100
+            }
+        ),
+        "{err:?}"
     );
     assert!(service.recount(&call, false).await.unwrap().is_empty());
     assert!(service.recount(&tight, false).await.unwrap().is_empty());

@@ -176,8 +176,8 @@ async fn request_id(mut request: Request, next: Next) -> Response {
 }
 
 /// Marks a response uncacheable. What a URL answers depends on the bearer token (the tenant and
-/// install), which no cache keys on: a browser cache holding one install's record could
-/// otherwise answer another's conditional read of the same URL at the same revision.
+/// install), which no cache keys on: a stored response could answer another install's request
+/// for the same URL.
 async fn no_store(mut response: Response) -> Response {
     response
         .headers_mut()

@@ -46,24 +46,14 @@ fn describe(operation: Operation) -> Value {
     ]);
     let mut doc = match operation {
         Operation::GetRecord => json!({
-            "summary": "Read one record (the WIT `get`); 404 when absent or expired. \
-                Conditional as RFC 9110 says: 304 when `If-None-Match` names the current \
-                revision, 412 when `If-Match` names none.",
+            "summary": "Read one record (the WIT `get`); 404 when absent or expired. Not \
+                conditional: `If-Match` / `If-None-Match` are a 400.",
             "parameters": [
                 { "$ref": "#/components/parameters/namespace" },
-                { "$ref": "#/components/parameters/key" },
-                { "$ref": "#/components/parameters/readIfMatch" },
-                { "$ref": "#/components/parameters/readIfNoneMatch" }
+                { "$ref": "#/components/parameters/key" }
             ],
             "responses": {
                 "200": ok_json("The record; `ETag` is its revision.", "Entry", true),
-                "304": {
-                    "description": "Not modified: the caller's copy is current. No body.",
-                    "headers": { "ETag": {
-                        "description": "The revision, quoted: \"3\".",
-                        "schema": { "type": "string" }
-                    } }
-                },
             },
         }),
         Operation::PutRecord => json!({
@@ -225,17 +215,7 @@ fn parameters() -> Value {
             "description": "Write only if the record is at this revision: \"N\".",
             "schema": { "type": "string", "pattern": "^\"(0|[1-9][0-9]*)\"$" }
         },
-        "readIfMatch": {
-            "name": "If-Match", "in": "header", "required": false,
-            "description": "`*` or ETags: answer 412 unless one names the current revision.",
-            "schema": { "type": "string" }
-        },
-        "readIfNoneMatch": {
-            "name": "If-None-Match", "in": "header", "required": false,
-            "description": "`*` or ETags (weak allowed): answer 304 if one names the current \
-                revision.",
-            "schema": { "type": "string" }
-        },
+
         "ifNoneMatch": {
             "name": "If-None-Match", "in": "header", "required": false,
             "description": "`*`: write only if the key is absent.",

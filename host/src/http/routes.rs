@@ -10,9 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post, put};
 use axum::{Extension, Json, Router};
 
-use super::extract::{
-    BodyLimit, Caller, JsonBody, ReadAnswer, ReadCondition, etag, no_precondition, precondition,
-};
+use super::extract::{BodyLimit, Caller, JsonBody, etag, no_precondition, precondition};
 use super::problem::ApiError;
 use super::wire::{
     BulkBody, BulkWritten, Deleted, InstallUsage, JsonText, ListParams, PutBody, Schema, Written,
@@ -165,22 +163,16 @@ async fn get_record(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (namespace, key) = path_value(path)?;
-    let condition = ReadCondition::from_headers(&headers)?;
-    let record = gateway.service.get(&ctx, &namespace, &key).await?;
-    let revision = record.as_ref().map(|r| r.revision);
-    match (condition.answer(revision), revision) {
-        (ReadAnswer::NotModified, Some(revision)) => {
-            return Ok(with_etag(StatusCode::NOT_MODIFIED, revision, ()));
-        }
-        (ReadAnswer::Failed, _) => {
-            return Err(ApiError::Precondition(StorageError::RevisionConflict {
-                key,
-                current_revision: revision,
-            }));
-        }
-        _ => {}
-    }
-    let record = record
+    // Not a cache validator: a key's revision starts again at 1 when it is re-created (after a
+    // delete or its expiry), so "1" can name two values over time.
+    no_precondition(
+        &headers,
+        "reads are not conditional (a re-created key's revisions start again at 1)",
+    )?;
+    let record = gateway
+        .service
+        .get(&ctx, &namespace, &key)
+        .await?
         .ok_or_else(|| StorageError::NotFound(format!("no record {key:?} in {namespace:?}")))?;
     Ok(with_etag(
         StatusCode::OK,
