@@ -238,8 +238,10 @@ DECLARE
     v_created boolean[] := array_fill(false, ARRAY[cardinality(p_keys)]);
     v_delta_keys bigint := 0;
     v_delta_bytes bigint := 0;
-    v_added_keys bigint := 0;
-    v_added_bytes bigint := 0;
+    -- Growth of live usage that the counters' change does not show: records written over
+    -- expired ones (the old size), and records swept. Live growth = delta + hidden.
+    v_hidden_keys bigint := 0;
+    v_hidden_bytes bigint := 0;
     v_swept record;
     v_counters record;
     v_counted boolean := false;
@@ -294,8 +296,6 @@ BEGIN
                     v_created[v_i] := true;
                     v_delta_keys := v_delta_keys + 1;
                     v_delta_bytes := v_delta_bytes + p_sizes[v_i];
-                    v_added_keys := v_added_keys + 1;
-                    v_added_bytes := v_added_bytes + p_sizes[v_i];
                     EXIT;
                 END IF;
             END IF;
@@ -355,10 +355,8 @@ BEGIN
                 v_created[v_i] := v_old_expired;
                 v_delta_bytes := v_delta_bytes + p_sizes[v_i] - v_old_size;
                 IF v_old_expired THEN
-                    v_added_keys := v_added_keys + 1;
-                    v_added_bytes := v_added_bytes + p_sizes[v_i];
-                ELSE
-                    v_added_bytes := v_added_bytes + p_sizes[v_i] - v_old_size;
+                    v_hidden_keys := v_hidden_keys + 1;
+                    v_hidden_bytes := v_hidden_bytes + v_old_size;
                 END IF;
                 EXIT;
             END IF;
@@ -390,15 +388,19 @@ BEGIN
                                   p_extension_id, p_request_id);
         v_delta_keys := v_delta_keys - v_swept.freed_keys;
         v_delta_bytes := v_delta_bytes - v_swept.freed_bytes;
+        v_hidden_keys := v_hidden_keys + v_swept.freed_keys;
+        v_hidden_bytes := v_hidden_bytes + v_swept.freed_bytes;
     END IF;
 
-    -- Same-size overwrites change no counter and grow no usage: skip the counter rows, which
-    -- every other write of the install contends on.
-    IF v_delta_keys <> 0 OR v_delta_bytes <> 0 OR v_added_keys > 0 OR v_added_bytes > 0 THEN
+    -- Same-size overwrites of live records change no counter and grow no usage: skip the
+    -- counter rows, which every other write of the install contends on. (Hidden growth comes
+    -- with hidden keys.)
+    IF v_delta_keys <> 0 OR v_delta_bytes <> 0 OR v_hidden_keys > 0 THEN
         SELECT * INTO v_counters
           FROM alga_storage_count(p_tenant_id, p_install_id, p_namespace, v_delta_keys,
-                                  v_delta_bytes, v_added_keys, v_added_bytes, p_max_namespaces,
-                                  p_max_keys, p_max_bytes, p_now);
+                                  v_delta_bytes, v_delta_keys + v_hidden_keys,
+                                  v_delta_bytes + v_hidden_bytes, p_max_namespaces, p_max_keys,
+                                  p_max_bytes, p_now);
         v_counted := true;
     END IF;
 
