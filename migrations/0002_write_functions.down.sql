@@ -9,4 +9,5 @@ DROP FUNCTION IF EXISTS alga_storage_put(text, text, text, text[], jsonb[], json
                                          integer);
 DROP FUNCTION IF EXISTS alga_storage_count(text, text, text, bigint, bigint, bigint, bigint,
                                            bigint, bigint, bigint, timestamptz);
+DROP FUNCTION IF EXISTS alga_storage_expired(text, text, timestamptz, bigint, bigint);
 DROP FUNCTION IF EXISTS alga_storage_sweep(text, text, text, timestamptz, integer, text, text);

@@ -63,6 +63,58 @@ BEGIN
 END
 $fn$;
 
+-- Expired records not yet swept across an install, for a write left over a quota's counter:
+-- the namespaces found to hold only expired records, and the bytes of those found. The
+-- install's namespaces are read in order, each one's expired records as a range of the partial
+-- TTL index, until p_namespaces_needed namespaces and p_bytes_needed bytes are found (NULL:
+-- none needed) or 1,000 records have been read (EXPIRED_LOOKUP_LIMIT in core/src/limits.rs).
+CREATE FUNCTION alga_storage_expired(
+    p_tenant_id text,
+    p_install_id text,
+    p_now timestamptz,
+    p_namespaces_needed bigint,
+    p_bytes_needed bigint,
+    OUT namespaces bigint,
+    OUT bytes bigint)
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    v_budget bigint := 1000;
+    v_space record;
+    v_keys bigint;
+    v_bytes bigint;
+BEGIN
+    namespaces := 0;
+    bytes := 0;
+    FOR v_space IN
+        SELECT u.namespace, u.key_count
+          FROM ext_storage_namespace_usage u
+         WHERE u.tenant_id = p_tenant_id
+           AND u.extension_install_id = p_install_id
+           AND u.key_count > 0
+         ORDER BY u.namespace
+    LOOP
+        EXIT WHEN v_budget = 0
+            OR (namespaces >= coalesce(p_namespaces_needed, 0)
+                AND bytes >= coalesce(p_bytes_needed, 0));
+        SELECT count(*), coalesce(sum(x.size_bytes), 0) INTO v_keys, v_bytes
+          FROM (SELECT r.size_bytes
+                  FROM ext_storage_records r
+                 WHERE r.tenant_id = p_tenant_id
+                   AND r.extension_install_id = p_install_id
+                   AND r.namespace = v_space.namespace
+                   AND r.ttl_expires_at IS NOT NULL
+                   AND r.ttl_expires_at <= p_now
+                 LIMIT v_budget) x;
+        v_budget := v_budget - v_keys;
+        bytes := bytes + v_bytes;
+        IF v_keys >= v_space.key_count THEN
+            namespaces := namespaces + 1;
+        END IF;
+    END LOOP;
+END
+$fn$;
+
 -- Applies a change of keys and bytes to the namespace and install counters and enforces the
 -- quotas on growth; returns the counters after the change.
 --
@@ -72,9 +124,9 @@ $fn$;
 -- replaced) and leaves a counter over its limit has the expired records subtracted before it
 -- is refused; the refusal reports the live usage. Live usage never exceeds the counters: a
 -- write within them, the usual case, never looks. The look stays bounded, never a count of the
--- install: up to 1,000 expired records per namespace (EXPIRED_LOOKUP_LIMIT in
--- core/src/limits.rs), each namespace's read as one range of the partial TTL index, so no live
--- record is read. Past that bound, expired records still count until swept.
+-- install: up to 1,000 expired records of the write's namespace, and up to 1,000 across the
+-- install's (alga_storage_expired), each read as a range of the partial TTL index, so no live
+-- record is read. Expired records past the bound count until swept.
 CREATE FUNCTION alga_storage_count(
     p_tenant_id text,
     p_install_id text,
@@ -96,8 +148,7 @@ AS $fn$
 DECLARE
     v_live_keys bigint;
     v_new_namespace boolean := false;
-    v_expired_namespaces bigint;
-    v_expired_bytes bigint;
+    v_expired record;
 BEGIN
     namespaces_delta := 0;
     -- UPDATE first: a shrinking change (negative deltas) always finds its row. The INSERT only
@@ -164,36 +215,26 @@ BEGIN
     END IF;
     IF (v_new_namespace AND namespaces > p_max_namespaces)
        OR (p_added_bytes > 0 AND total_bytes > p_max_bytes) THEN
-        SELECT count(*) FILTER (WHERE e.keys >= u.key_count), coalesce(sum(e.bytes), 0)
-          INTO v_expired_namespaces, v_expired_bytes
-          FROM ext_storage_namespace_usage u
-         CROSS JOIN LATERAL (
-                SELECT count(*) AS keys, coalesce(sum(x.size_bytes), 0) AS bytes
-                  FROM (SELECT r.size_bytes
-                          FROM ext_storage_records r
-                         WHERE r.tenant_id = p_tenant_id
-                           AND r.extension_install_id = p_install_id
-                           AND r.namespace = u.namespace
-                           AND r.ttl_expires_at IS NOT NULL
-                           AND r.ttl_expires_at <= p_now
-                         LIMIT 1000) x) e
-         WHERE u.tenant_id = p_tenant_id
-           AND u.extension_install_id = p_install_id
-           AND u.key_count > 0;
-        IF v_new_namespace AND namespaces - v_expired_namespaces > p_max_namespaces THEN
+        SELECT * INTO v_expired
+          FROM alga_storage_expired(
+                p_tenant_id, p_install_id, p_now,
+                CASE WHEN v_new_namespace THEN greatest(namespaces - p_max_namespaces, 0) END,
+                CASE WHEN p_added_bytes > 0 THEN greatest(total_bytes - p_max_bytes, 0) END);
+        IF v_new_namespace AND namespaces - v_expired.namespaces > p_max_namespaces THEN
             RAISE EXCEPTION USING
                 ERRCODE = 'AS429',
                 MESSAGE = 'alga-storage: quota exceeded',
-                DETAIL = json_build_object('quota', 'namespaces', 'limit', p_max_namespaces,
-                                           'usage', namespaces - v_expired_namespaces - 1)::text;
+                DETAIL = json_build_object(
+                    'quota', 'namespaces', 'limit', p_max_namespaces,
+                    'usage', namespaces - v_expired.namespaces - 1)::text;
         END IF;
-        IF p_added_bytes > 0 AND total_bytes - v_expired_bytes > p_max_bytes THEN
+        IF p_added_bytes > 0 AND total_bytes - v_expired.bytes > p_max_bytes THEN
             RAISE EXCEPTION USING
                 ERRCODE = 'AS429',
                 MESSAGE = 'alga-storage: quota exceeded',
                 DETAIL = json_build_object(
                     'quota', 'total-bytes', 'limit', p_max_bytes,
-                    'usage', total_bytes - v_expired_bytes - p_added_bytes)::text;
+                    'usage', total_bytes - v_expired.bytes - p_added_bytes)::text;
         END IF;
     END IF;
 END
@@ -661,6 +702,10 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
         PERFORM create_distributed_function(
             'alga_storage_sweep(text, text, text, timestamptz, integer, text, text)',
+            distribution_arg_name := 'p_tenant_id',
+            colocate_with := 'ext_storage_records');
+        PERFORM create_distributed_function(
+            'alga_storage_expired(text, text, timestamptz, bigint, bigint)',
             distribution_arg_name := 'p_tenant_id',
             colocate_with := 'ext_storage_records');
         PERFORM create_distributed_function(

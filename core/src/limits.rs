@@ -33,9 +33,10 @@ pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 pub const MAX_CURSOR_BYTES: usize = 4096;
 /// Expired records a write deletes from its namespace, at most, in its own transaction.
 pub const TTL_SWEEP_BATCH: u32 = 100;
-/// Expired records not yet swept that a write over a quota's counter looks at, at most, per
-/// namespace, before it is refused: quotas count live records, and the look stays bounded. (The
-/// PostgreSQL write functions spell the number out.)
+/// Expired records not yet swept that a write over a quota's counter reads, at most, before it
+/// is refused: of its own namespace, and as many across the install's namespaces (stopping once
+/// enough is found). Quotas count live records, and the look stays bounded. (The PostgreSQL
+/// write functions spell the number out.)
 pub const EXPIRED_LOOKUP_LIMIT: u32 = 1000;
 /// Default quota: namespaces holding records, per install.
 pub const DEFAULT_MAX_NAMESPACES: u64 = 100;

@@ -62,6 +62,7 @@ async fn up_down_up_on_empty_database() {
         [
             "alga_storage_count",
             "alga_storage_delete",
+            "alga_storage_expired",
             "alga_storage_put",
             "alga_storage_recount",
             "alga_storage_register_schema",

@@ -685,8 +685,107 @@ async fn quotas_count_only_live_records(engine: Engine) {
     assert!(service.recount(&tight, false).await.unwrap().is_empty());
 }
 
-/// The look at expired records is bounded per namespace ([`EXPIRED_LOOKUP_LIMIT`]): a refusal
-/// never counts an install's records. Past the bound, expired records count until swept.
+/// Growth the counters' change hides is checked too: a write over an expired record (the
+/// counters drop by the old size), beside a sweep (they drop by what was swept), or of the same
+/// size over an expired record (they do not change).
+async fn growth_the_counters_do_not_show_is_checked(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
+    let bytes_limited = |install| {
+        limited(
+            "t",
+            install,
+            Limits {
+                max_total_bytes: 100,
+                ..Limits::DEFAULT
+            },
+        )
+    };
+    // With the key `key`, a record of `size` bytes.
+    let value = |key: &str, size: usize| format!("\"{}\"", "x".repeat(size - key.len() - 2));
+    let short = PutOptions {
+        ttl: Some(Duration::from_millis(300)),
+        ..put_options()
+    };
+    let refused = |result: Result<_, StorageError>, quota: Quota, usage: u64| match result {
+        Err(StorageError::QuotaExceeded {
+            quota: q, usage: u, ..
+        }) if q == quota && u == usage => {}
+        other => panic!("expected {quota:?} refused at usage {usage}, got {other:?}"),
+    };
+
+    let over_expired = bytes_limited("over-expired");
+    let beside_sweep = bytes_limited("beside-sweep");
+    let roomy = granted("t", "same-size");
+    service
+        .put(&over_expired, "a", "k", &value("k", 60), &short)
+        .await
+        .unwrap();
+    service
+        .put(&beside_sweep, "c", "k1", &value("k1", 60), &short)
+        .await
+        .unwrap();
+    // (Written before "x" expires: a write would sweep it.)
+    for key in ["y", "z"] {
+        service
+            .put(&roomy, "n", key, "1", &put_options())
+            .await
+            .unwrap();
+    }
+    service.put(&roomy, "n", "x", "1", &short).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Live records beside the expired ones: live usage 50 and 40 bytes.
+    service
+        .put(&over_expired, "b", "k", &value("k", 50), &put_options())
+        .await
+        .unwrap();
+    service
+        .put(&beside_sweep, "b", "k", &value("k", 40), &put_options())
+        .await
+        .unwrap();
+
+    let write = |call, ns, key, size| {
+        let service = service.clone();
+        async move {
+            service
+                .put(&call, ns, key, &value(key, size), &put_options())
+                .await
+        }
+    };
+    refused(
+        write(over_expired.clone(), "a", "k", 55).await,
+        Quota::TotalBytes,
+        50,
+    );
+    write(over_expired.clone(), "a", "k", 50).await.unwrap();
+    refused(
+        write(beside_sweep.clone(), "c", "k2", 65).await,
+        Quota::TotalBytes,
+        40,
+    );
+    write(beside_sweep.clone(), "c", "k2", 60).await.unwrap();
+    for call in [&over_expired, &beside_sweep] {
+        assert_eq!(service.usage(call).await.unwrap().total_bytes.used, 100);
+    }
+    // After the install's key limit dropped to 2: writing "x" again adds a live key.
+    let tight = limited(
+        "t",
+        "same-size",
+        Limits {
+            max_keys_per_namespace: 2,
+            ..Limits::DEFAULT
+        },
+    );
+    refused(
+        service.put(&tight, "n", "x", "1", &put_options()).await,
+        Quota::KeysPerNamespace,
+        2,
+    );
+}
+
+/// The look at expired records is bounded ([`EXPIRED_LOOKUP_LIMIT`] records across the install,
+/// the namespaces in order): a refusal never counts an install's records. Past the bound,
+/// expired records count until swept.
 async fn a_refusal_looks_at_a_bounded_number_of_expired_records(engine: Engine) {
     let store = TestStore::new(engine).await;
     let service = store.service();
@@ -1102,6 +1201,7 @@ on_both_engines!(
     expired_records_are_never_returned_and_free_their_quota_once_touched,
     quotas_count_only_live_records,
     a_refusal_looks_at_a_bounded_number_of_expired_records,
+    growth_the_counters_do_not_show_is_checked,
     sweeps_are_bounded_per_request,
     counters_equal_records_after_2000_random_operations,
     near_limit_crossings_are_reported_once,

@@ -367,7 +367,8 @@ impl Change {
 /// over its limit has the expired records not yet swept subtracted (a write sweeps only its own
 /// namespace, a batch at a time) before it is refused; the refusal reports the live usage. Live
 /// usage never exceeds the counters: a write within them, the usual case, never looks, and the
-/// look is bounded ([`EXPIRED_LOOKUP_LIMIT`] records per namespace).
+/// look is bounded ([`EXPIRED_LOOKUP_LIMIT`] records of the write's namespace, as many across
+/// the install).
 fn count(
     tx: &Transaction<'_>,
     ctx: &CallContext,
@@ -451,7 +452,8 @@ fn count(
         // expired, unswept, did not count); other namespaces count if any record is live.
         let mut new_namespace = false;
         if change.added_keys > 0 && (keys > max_keys || namespaces > max_namespaces) {
-            let live_keys = keys - expired(tx, ctx, ns, now).map_err(db_error)?.0;
+            let lookup = i64::from(EXPIRED_LOOKUP_LIMIT);
+            let live_keys = keys - expired(tx, ctx, ns, now, lookup).map_err(db_error)?.0;
             if live_keys > max_keys {
                 return Err(exceeded(
                     Quota::KeysPerNamespace,
@@ -462,10 +464,24 @@ fn count(
             new_namespace = live_keys == change.added_keys;
         }
         let max_bytes = capped(limits.max_total_bytes);
+        let namespaces_over = new_namespace && namespaces > max_namespaces;
         let bytes_over = change.added_bytes > 0 && total_bytes > max_bytes;
-        if (new_namespace && namespaces > max_namespaces) || bytes_over {
-            let (gone, expired_bytes) = expired_in_install(tx, ctx, now).map_err(db_error)?;
-            if new_namespace && namespaces - gone > max_namespaces {
+        if namespaces_over || bytes_over {
+            let needed = (
+                if namespaces_over {
+                    namespaces - max_namespaces
+                } else {
+                    0
+                },
+                if bytes_over {
+                    total_bytes - max_bytes
+                } else {
+                    0
+                },
+            );
+            let (gone, expired_bytes) =
+                expired_in_install(tx, ctx, now, needed).map_err(db_error)?;
+            if namespaces_over && namespaces - gone > max_namespaces {
                 let usage = namespaces - gone - 1;
                 return Err(exceeded(Quota::Namespaces, limits.max_namespaces, usage));
             }
@@ -490,12 +506,13 @@ fn capped(limit: u64) -> i64 {
     limit.min(i64::MAX as u64) as i64
 }
 
-/// Keys and bytes of up to [`EXPIRED_LOOKUP_LIMIT`] records of `ns` expired but not yet swept.
+/// Keys and bytes of up to `limit` records of `ns` expired but not yet swept.
 fn expired(
     tx: &Transaction<'_>,
     ctx: &CallContext,
     ns: &str,
     now: SystemTime,
+    limit: i64,
 ) -> rusqlite::Result<(i64, i64)> {
     tx.prepare_cached(
         "SELECT count(*), coalesce(sum(size_bytes), 0) FROM \
@@ -504,36 +521,37 @@ fn expired(
                AND expires_at IS NOT NULL AND expires_at <= ?4 LIMIT ?5)",
     )?
     .query_row(
-        params![
-            ctx.tenant_id,
-            ctx.install_id,
-            ns,
-            micros(now),
-            EXPIRED_LOOKUP_LIMIT
-        ],
+        params![ctx.tenant_id, ctx.install_id, ns, micros(now), limit],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
 }
 
-/// Across the install's namespaces, each looked at as [`expired`] does: how many hold only
-/// expired records, and the bytes of the expired records found.
+/// Expired records not yet swept across the install, for a write left over a quota's counter:
+/// the namespaces found to hold only expired records, and the bytes of those found. The
+/// namespaces are read in order until `namespaces_needed` and `bytes_needed` are found or
+/// [`EXPIRED_LOOKUP_LIMIT`] records have been read.
 fn expired_in_install(
     tx: &Transaction<'_>,
     ctx: &CallContext,
     now: SystemTime,
+    (namespaces_needed, bytes_needed): (i64, i64),
 ) -> rusqlite::Result<(i64, i64)> {
     let counted: Vec<(String, i64)> = tx
         .prepare_cached(
             "SELECT namespace, key_count FROM namespace_usage \
-             WHERE tenant_id = ?1 AND install_id = ?2 AND key_count > 0",
+             WHERE tenant_id = ?1 AND install_id = ?2 AND key_count > 0 ORDER BY namespace",
         )?
         .query_map(params![ctx.tenant_id, ctx.install_id], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?
         .collect::<Result<_, _>>()?;
-    let (mut namespaces, mut bytes) = (0, 0);
+    let (mut budget, mut namespaces, mut bytes) = (i64::from(EXPIRED_LOOKUP_LIMIT), 0, 0);
     for (ns, key_count) in counted {
-        let (expired_keys, expired_bytes) = expired(tx, ctx, &ns, now)?;
+        if budget == 0 || (namespaces >= namespaces_needed && bytes >= bytes_needed) {
+            break;
+        }
+        let (expired_keys, expired_bytes) = expired(tx, ctx, &ns, now, budget)?;
+        budget -= expired_keys;
         namespaces += i64::from(expired_keys >= key_count);
         bytes += expired_bytes;
     }
