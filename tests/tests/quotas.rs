@@ -53,6 +53,24 @@ fn numbered(prefix: &str, count: usize, options: &PutOptions) -> Vec<PutItem> {
         .collect()
 }
 
+/// Asserts that `result` is a refusal by `quota` at `usage` of `limit`.
+#[track_caller]
+fn assert_refused<T: std::fmt::Debug>(
+    result: Result<T, StorageError>,
+    quota: Quota,
+    limit: u64,
+    usage: u64,
+) {
+    match result {
+        Err(StorageError::QuotaExceeded {
+            quota: q,
+            limit: l,
+            usage: u,
+        }) if (q, l, u) == (quota, limit, usage) => {}
+        other => panic!("expected {quota:?} refused at {usage} of {limit}, got {other:?}"),
+    }
+}
+
 /// Runs `writers` tasks, each putting `per_writer` keys made by `item(writer, i)`; returns the
 /// number of successes and the quota errors.
 async fn race(
@@ -564,35 +582,21 @@ async fn quotas_count_only_live_records(engine: Engine) {
     let usage = service.usage(&call).await.unwrap();
     assert_eq!((usage.namespaces.used, usage.total_bytes.used), (2, 60));
 
-    let err = service
-        .put(&call, "d", "k", &value(10), &put_options())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StorageError::QuotaExceeded {
-                quota: Quota::Namespaces,
-                limit: 2,
-                usage: 2
-            }
-        ),
-        "{err:?}"
+    assert_refused(
+        service
+            .put(&call, "d", "k", &value(10), &put_options())
+            .await,
+        Quota::Namespaces,
+        2,
+        2,
     );
-    let err = service
-        .put(&call, "b", "k", &value(51), &put_options())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StorageError::QuotaExceeded {
-                quota: Quota::TotalBytes,
-                limit: 100,
-                usage: 60
-            }
-        ),
-        "{err:?}"
+    assert_refused(
+        service
+            .put(&call, "b", "k", &value(51), &put_options())
+            .await,
+        Quota::TotalBytes,
+        100,
+        60,
     );
     service
         .put(&call, "b", "k", &value(50), &put_options())
@@ -600,20 +604,13 @@ async fn quotas_count_only_live_records(engine: Engine) {
         .unwrap();
     assert_eq!(service.usage(&call).await.unwrap().total_bytes.used, 100);
     // A namespace holding only expired records comes back into use with its next live record.
-    let err = service
-        .put(&call, "a", "k2", &value(4), &put_options())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StorageError::QuotaExceeded {
-                quota: Quota::Namespaces,
-                limit: 2,
-                usage: 2
-            }
-        ),
-        "{err:?}"
+    assert_refused(
+        service
+            .put(&call, "a", "k2", &value(4), &put_options())
+            .await,
+        Quota::Namespaces,
+        2,
+        2,
     );
 
     // Keys: a namespace of 250 expired records, after the install's limit dropped to 100. A
@@ -645,17 +642,14 @@ async fn quotas_count_only_live_records(engine: Engine) {
         .await
         .unwrap();
     let items = numbered("more-", 100, &put_options());
-    let err = service.bulk_put(&tight, "ns", &items).await.unwrap_err();
-    assert!(
-        matches!(
-            err.error,
-            StorageError::QuotaExceeded {
-                quota: Quota::KeysPerNamespace,
-                limit: 100,
-                usage: 1
-            }
-        ),
-        "{err:?}"
+    assert_refused(
+        service
+            .bulk_put(&tight, "ns", &items)
+            .await
+            .map_err(|e| e.error),
+        Quota::KeysPerNamespace,
+        100,
+        1,
     );
     service.bulk_put(&tight, "ns", &items[..99]).await.unwrap();
     assert_eq!(
@@ -666,20 +660,13 @@ async fn quotas_count_only_live_records(engine: Engine) {
     );
     // Writing over an expired key adds a live one: refused at the limit (the counters do not
     // grow, as the write's sweep frees more than it adds).
-    let err = service
-        .put(&tight, "ns", "k2-000", "1", &put_options())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StorageError::QuotaExceeded {
-                quota: Quota::KeysPerNamespace,
-                limit: 100,
-                usage: 100
-            }
-        ),
-        "{err:?}"
+    assert_refused(
+        service
+            .put(&tight, "ns", "k2-000", "1", &put_options())
+            .await,
+        Quota::KeysPerNamespace,
+        100,
+        100,
     );
     assert!(service.recount(&call, false).await.unwrap().is_empty());
     assert!(service.recount(&tight, false).await.unwrap().is_empty());
@@ -706,12 +693,6 @@ async fn growth_the_counters_do_not_show_is_checked(engine: Engine) {
     let short = PutOptions {
         ttl: Some(Duration::from_millis(300)),
         ..put_options()
-    };
-    let refused = |result: Result<_, StorageError>, quota: Quota, usage: u64| match result {
-        Err(StorageError::QuotaExceeded {
-            quota: q, usage: u, ..
-        }) if q == quota && u == usage => {}
-        other => panic!("expected {quota:?} refused at usage {usage}, got {other:?}"),
     };
 
     let over_expired = bytes_limited("over-expired");
@@ -752,15 +733,17 @@ async fn growth_the_counters_do_not_show_is_checked(engine: Engine) {
                 .await
         }
     };
-    refused(
+    assert_refused(
         write(over_expired.clone(), "a", "k", 55).await,
         Quota::TotalBytes,
+        100,
         50,
     );
     write(over_expired.clone(), "a", "k", 50).await.unwrap();
-    refused(
+    assert_refused(
         write(beside_sweep.clone(), "c", "k2", 65).await,
         Quota::TotalBytes,
+        100,
         40,
     );
     write(beside_sweep.clone(), "c", "k2", 60).await.unwrap();
@@ -776,9 +759,10 @@ async fn growth_the_counters_do_not_show_is_checked(engine: Engine) {
             ..Limits::DEFAULT
         },
     );
-    refused(
+    assert_refused(
         service.put(&tight, "n", "x", "1", &put_options()).await,
         Quota::KeysPerNamespace,
+        2,
         2,
     );
 }
@@ -819,20 +803,11 @@ async fn a_refusal_looks_at_a_bounded_number_of_expired_records(engine: Engine) 
         .put(&call, "x", "k", "1", &put_options())
         .await
         .unwrap();
-    let err = service
-        .put(&call, "y", "k", "1", &put_options())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StorageError::QuotaExceeded {
-                quota: Quota::Namespaces,
-                limit: 2,
-                usage: 2
-            }
-        ),
-        "{err:?}"
+    assert_refused(
+        service.put(&call, "y", "k", "1", &put_options()).await,
+        Quota::Namespaces,
+        2,
+        2,
     );
     assert_eq!(service.usage(&call).await.unwrap().namespaces.used, 1);
 }
