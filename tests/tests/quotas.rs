@@ -42,15 +42,44 @@ async fn stored(store: &TestStore, tenant: &str, install: &str) -> Vec<(String, 
         .collect()
 }
 
-/// Bulk items `{prefix}000`, `{prefix}001`, … of the value 1.
-fn numbered(prefix: &str, count: usize, options: &PutOptions) -> Vec<PutItem> {
-    (0..count)
+/// Bulk items `{prefix}0000`, `{prefix}0001`, … (numbered over `range`) of the value 1.
+fn numbered(prefix: &str, range: std::ops::Range<usize>, options: &PutOptions) -> Vec<PutItem> {
+    range
         .map(|i| PutItem {
-            key: format!("{prefix}{i:03}"),
+            key: format!("{prefix}{i:04}"),
             value: "1".into(),
             options: options.clone(),
         })
         .collect()
+}
+
+/// A JSON string value that makes a record of `size` bytes under `key`.
+fn sized(key: &str, size: usize) -> String {
+    format!("\"{}\"", "x".repeat(size - key.len() - 2))
+}
+
+/// Writes `count` records into each `(namespace, count)`, keys `k0000`, `k0001`, … in bulks of
+/// 100, all expiring after `ttl`, and waits until every one has expired. The TTL must outlast
+/// the writing (checked): a write would sweep its namespace's expired records.
+async fn write_expired(
+    service: &StorageService,
+    call: &CallContext,
+    namespaces: &[(&str, usize)],
+    ttl: Duration,
+) {
+    let started = tokio::time::Instant::now();
+    let options = PutOptions {
+        ttl: Some(ttl),
+        ..put_options()
+    };
+    for &(ns, count) in namespaces {
+        for start in (0..count).step_by(100) {
+            let items = numbered("k", start..count.min(start + 100), &options);
+            service.bulk_put(call, ns, &items).await.unwrap();
+        }
+    }
+    assert!(started.elapsed() < ttl, "writing took longer than the TTL");
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
 }
 
 /// Asserts that `result` is a refusal by `quota` at `usage` of `limit`.
@@ -558,8 +587,7 @@ async fn quotas_count_only_live_records(engine: Engine) {
             ..Limits::DEFAULT
         },
     );
-    // With the key "k", a record of `size` bytes.
-    let value = |size: usize| format!("\"{}\"", "x".repeat(size - 3));
+    let value = |size| sized("k", size);
     let short = PutOptions {
         ttl: Some(Duration::from_millis(300)),
         ..put_options()
@@ -614,21 +642,9 @@ async fn quotas_count_only_live_records(engine: Engine) {
     );
 
     // Keys: a namespace of 250 expired records, after the install's limit dropped to 100. A
-    // write sweeps 100 of them; the 150 left count for nothing.
-    // (A TTL long enough that none expires before the last is written: a sweep would run.)
+    // write sweeps 100 of them (the earliest to expire); the 150 left count for nothing.
     let roomy = granted("t", "j");
-    let ttl = Duration::from_secs(2);
-    let started = tokio::time::Instant::now();
-    let short = PutOptions {
-        ttl: Some(ttl),
-        ..put_options()
-    };
-    for (chunk, count) in [100, 100, 50].into_iter().enumerate() {
-        let items = numbered(&format!("k{chunk}-"), count, &short);
-        service.bulk_put(&roomy, "ns", &items).await.unwrap();
-    }
-    assert!(started.elapsed() < ttl, "writing took longer than the TTL");
-    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    write_expired(&service, &roomy, &[("ns", 250)], Duration::from_secs(2)).await;
     let tight = limited(
         "t",
         "j",
@@ -641,7 +657,7 @@ async fn quotas_count_only_live_records(engine: Engine) {
         .put(&tight, "ns", "live", "1", &put_options())
         .await
         .unwrap();
-    let items = numbered("more-", 100, &put_options());
+    let items = numbered("more-", 0..100, &put_options());
     assert_refused(
         service
             .bulk_put(&tight, "ns", &items)
@@ -662,7 +678,7 @@ async fn quotas_count_only_live_records(engine: Engine) {
     // grow, as the write's sweep frees more than it adds).
     assert_refused(
         service
-            .put(&tight, "ns", "k2-000", "1", &put_options())
+            .put(&tight, "ns", "k0200", "1", &put_options())
             .await,
         Quota::KeysPerNamespace,
         100,
@@ -688,8 +704,6 @@ async fn growth_the_counters_do_not_show_is_checked(engine: Engine) {
             },
         )
     };
-    // With the key `key`, a record of `size` bytes.
-    let value = |key: &str, size: usize| format!("\"{}\"", "x".repeat(size - key.len() - 2));
     let short = PutOptions {
         ttl: Some(Duration::from_millis(300)),
         ..put_options()
@@ -699,11 +713,11 @@ async fn growth_the_counters_do_not_show_is_checked(engine: Engine) {
     let beside_sweep = bytes_limited("beside-sweep");
     let roomy = granted("t", "same-size");
     service
-        .put(&over_expired, "a", "k", &value("k", 60), &short)
+        .put(&over_expired, "a", "k", &sized("k", 60), &short)
         .await
         .unwrap();
     service
-        .put(&beside_sweep, "c", "k1", &value("k1", 60), &short)
+        .put(&beside_sweep, "c", "k1", &sized("k1", 60), &short)
         .await
         .unwrap();
     // (Written before "x" expires: a write would sweep it.)
@@ -717,11 +731,11 @@ async fn growth_the_counters_do_not_show_is_checked(engine: Engine) {
     tokio::time::sleep(Duration::from_millis(400)).await;
     // Live records beside the expired ones: live usage 50 and 40 bytes.
     service
-        .put(&over_expired, "b", "k", &value("k", 50), &put_options())
+        .put(&over_expired, "b", "k", &sized("k", 50), &put_options())
         .await
         .unwrap();
     service
-        .put(&beside_sweep, "b", "k", &value("k", 40), &put_options())
+        .put(&beside_sweep, "b", "k", &sized("k", 40), &put_options())
         .await
         .unwrap();
 
@@ -729,7 +743,7 @@ async fn growth_the_counters_do_not_show_is_checked(engine: Engine) {
         let service = service.clone();
         async move {
             service
-                .put(&call, ns, key, &value(key, size), &put_options())
+                .put(&call, ns, key, &sized(key, size), &put_options())
                 .await
         }
     };
@@ -781,22 +795,9 @@ async fn a_refusal_looks_at_a_bounded_number_of_expired_records(engine: Engine) 
             ..Limits::DEFAULT
         },
     );
-    // (A TTL long enough that none expires before the last is written: a sweep would run.)
-    let ttl = Duration::from_secs(5);
-    let started = tokio::time::Instant::now();
-    let short = PutOptions {
-        ttl: Some(ttl),
-        ..put_options()
-    };
     let bound = EXPIRED_LOOKUP_LIMIT as usize;
-    for (ns, count) in [("at-bound", bound), ("past-bound", bound + 1)] {
-        for start in (0..count).step_by(100) {
-            let items = numbered(&format!("k{start:04}-"), (count - start).min(100), &short);
-            service.bulk_put(&call, ns, &items).await.unwrap();
-        }
-    }
-    assert!(started.elapsed() < ttl, "writing took longer than the TTL");
-    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    let namespaces = [("at-bound", bound), ("past-bound", bound + 1)];
+    write_expired(&service, &call, &namespaces, Duration::from_secs(5)).await;
 
     // "at-bound" is seen to hold only expired records; "past-bound" is not.
     service
@@ -821,7 +822,7 @@ async fn sweeps_are_bounded_per_request(engine: Engine) {
         ..put_options()
     };
     for chunk in 0..3 {
-        let items = numbered(&format!("k{chunk}-"), 100, &short);
+        let items = numbered(&format!("k{chunk}-"), 0..100, &short);
         service.bulk_put(&call, "ns", &items).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(1200)).await;

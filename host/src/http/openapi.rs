@@ -215,7 +215,6 @@ fn parameters() -> Value {
             "description": "Write only if the record is at this revision: \"N\".",
             "schema": { "type": "string", "pattern": "^\"(0|[1-9][0-9]*)\"$" }
         },
-
         "ifNoneMatch": {
             "name": "If-None-Match", "in": "header", "required": false,
             "description": "`*`: write only if the key is absent.",
