@@ -63,6 +63,7 @@ impl RestTarget {
                     iat: now,
                     exp: now + 3600,
                     nbf: None,
+                    quotas: None,
                 });
                 format!("authorization: Bearer {token}")
             })

@@ -48,6 +48,23 @@ pub struct TokenClaims {
     /// Not valid before, seconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
+    /// The install's quotas, from the platform's plan for it; without them the gateway's
+    /// defaults apply. Either way capped by the gateway's maximums.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quotas: Option<TokenQuotas>,
+}
+
+/// The `quotas` claim: an install's quotas, named as the `quota-exceeded` error names them.
+/// All three are required, so a token never mixes a plan's quotas with a gateway's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TokenQuotas {
+    /// Namespaces holding records.
+    pub namespaces: u64,
+    /// Records per namespace.
+    pub keys_per_namespace: u64,
+    /// Bytes of keys, values and metadata across the install.
+    pub total_bytes: u64,
 }
 
 /// One signing/verification key.
@@ -335,6 +352,7 @@ mod tests {
             iat: now,
             exp: now + 300,
             nbf: None,
+            quotas: None,
         }
     }
 
@@ -381,6 +399,70 @@ mod tests {
         tampered.push(if last == 'A' { 'B' } else { 'A' });
         assert!(verifier.verify(&tampered, at(now)).is_err());
         assert_eq!(verifier.remembered().len(), 2);
+    }
+
+    /// `payload` signed as `key` mints: for claims the typed struct cannot express.
+    fn sign(key: &TokenKey, payload: &serde_json::Value) -> String {
+        let header = serde_json::json!({ "alg": "HS256", "kid": key.id });
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(payload.to_string())
+        );
+        let mut mac = key.mac();
+        mac.update(input.as_bytes());
+        format!(
+            "{input}.{}",
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        )
+    }
+
+    #[test]
+    fn quotas_come_whole_or_the_token_is_refused() {
+        let key = key("k", 1);
+        let verifier = TokenVerifier::new(vec![key.clone()], "alga-storage");
+        let now = 1_000_000;
+        let quotas = TokenQuotas {
+            namespaces: 2,
+            keys_per_namespace: 3,
+            total_bytes: 4,
+        };
+        let payload = serde_json::to_value(TokenClaims {
+            quotas: Some(quotas),
+            ..claims(now)
+        })
+        .unwrap();
+        assert_eq!(
+            payload["quotas"],
+            serde_json::json!({"namespaces": 2, "keys-per-namespace": 3, "total-bytes": 4})
+        );
+        let verified = verifier.verify(&sign(&key, &payload), at(now)).unwrap();
+        assert_eq!(verified.quotas, Some(quotas));
+        assert_eq!(
+            verifier
+                .verify(&key.mint(&claims(now)), at(now))
+                .unwrap()
+                .quotas,
+            None
+        );
+
+        let mut bad = payload.clone();
+        for quotas in [
+            serde_json::json!({"namespaces": 2, "total-bytes": 4}),
+            serde_json::json!({"namespaces": 2, "keys-per-namespace": 3, "total-bytes": 4, "x": 1}),
+            serde_json::json!({"namespaces": -1, "keys-per-namespace": 3, "total-bytes": 4}),
+            serde_json::json!({"namespaces": 2, "keysPerNamespace": 3, "total-bytes": 4}),
+            serde_json::json!("unlimited"),
+        ] {
+            bad["quotas"] = quotas.clone();
+            assert!(
+                matches!(
+                    verifier.verify(&sign(&key, &bad), at(now)),
+                    Err(TokenError::Malformed(_))
+                ),
+                "{quotas}"
+            );
+        }
     }
 
     /// `count` tokens of different users, issued at `now`.

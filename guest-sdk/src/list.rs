@@ -20,6 +20,10 @@ pub struct Entry {
     pub schema_version: Option<u32>,
     /// Expiry in milliseconds since the Unix epoch.
     pub expires_at_ms: Option<u64>,
+    /// When the key was created, in milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+    /// When the record was last written, in milliseconds since the Unix epoch.
+    pub updated_at_ms: u64,
 }
 
 impl Entry {
@@ -46,6 +50,8 @@ impl From<raw::Entry> for Entry {
             revision: e.revision,
             schema_version: e.schema_version,
             expires_at_ms: e.expires_at_ms,
+            created_at_ms: e.created_at_ms,
+            updated_at_ms: e.updated_at_ms,
         }
     }
 }

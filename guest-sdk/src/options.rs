@@ -47,7 +47,8 @@ impl PutOptions {
         self
     }
 
-    /// Expire the record after `ttl` (millisecond precision, at least 1 ms).
+    /// Expire the record after `ttl`, rounded up to the millisecond (the contract's precision),
+    /// so a record never expires before it was asked to. A zero TTL is refused.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
         self
@@ -74,7 +75,7 @@ impl PutOptions {
             },
             ttl_ms: self
                 .ttl
-                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                .map(|t| u64::try_from(t.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)),
             metadata: self.metadata.as_ref().map(|m| m.to_string()),
             schema_version: self.schema_version,
         }

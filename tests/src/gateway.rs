@@ -93,6 +93,7 @@ impl TestGateway {
             iat: now,
             exp: now + 300,
             nbf: None,
+            quotas: None,
         }
     }
 

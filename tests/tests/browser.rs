@@ -72,6 +72,7 @@ async fn iframe_sdk_in_chromium_shares_records_with_wasm() {
                 iat: now,
                 exp: now + 120,
                 nbf: None,
+                quotas: None,
             }
         };
         Gateway::new(service, test_config(&[&frame_origin]))
@@ -134,6 +135,16 @@ async fn iframe_sdk_in_chromium_shares_records_with_wasm() {
         json!({"key": "from-iframe", "revision": 1, "created": true})
     );
     assert_eq!(result["counter"]["revision"], 1);
+    let lease = &result["lease"];
+    assert_eq!(
+        (&lease["value"], &lease["metadata"]),
+        (&json!("v2"), &json!({"by": "iframe"}))
+    );
+    let moved = lease["movedMs"].as_i64().unwrap();
+    assert!(
+        (0..=3000).contains(&moved),
+        "update kept the expiry, never shorter and within about a second longer: {moved} ms"
+    );
     assert_eq!(result["conflict"], json!({"isTyped": true, "current": 1}));
     assert_eq!(
         result["pages"],

@@ -248,3 +248,46 @@ async fn schema_and_manifest_commands() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An operator command without a database URL must not create an empty embedded store and
+/// report on it ("counters match the records") as if it were the real data; `serve`, `run` and
+/// `import` are the commands that create one.
+#[tokio::test]
+async fn operator_commands_refuse_an_embedded_store_that_does_not_exist() {
+    let dir = std::env::temp_dir().join(format!("alga-cli-missing-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("never-created.db");
+    let store = file.display().to_string();
+    let install = ["--tenant", "t", "--install", "i"];
+    let schema = dir.join("s.json");
+    std::fs::write(&schema, "{}").unwrap();
+    let schema = schema.display().to_string();
+    let commands: [Vec<&str>; 7] = [
+        vec!["usage"],
+        vec!["counters", "check"],
+        vec!["counters", "repair"],
+        vec!["schema", "show", "--namespace", "ns"],
+        vec!["schema", "register", "--namespace", "ns", &schema],
+        vec!["audit", "list"],
+        vec!["export", "--output", "out.ndjson"],
+    ];
+    for command in commands {
+        let args = [&["--store", &store][..], &command, &install].concat();
+        let error = alga(&args).await.unwrap_err().to_string();
+        assert!(
+            error.contains("does not exist") && error.contains("ALGA_STORAGE_DATABASE_URL"),
+            "{command:?}: {error}"
+        );
+        assert!(!file.exists(), "{command:?} created the store");
+    }
+    for command in [
+        vec!["audit", "prune", "--older-than-days", "1"],
+        vec!["audit", "relay", "--to", "stdout"],
+    ] {
+        let args = [&["--store", &store][..], &command].concat();
+        let error = alga(&args).await.unwrap_err().to_string();
+        assert!(error.contains("does not exist"), "{command:?}: {error}");
+    }
+    assert!(!file.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

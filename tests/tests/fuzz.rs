@@ -183,6 +183,7 @@ fn session_tokens() {
         iat,
         exp: iat + 60,
         nbf: None,
+        quotas: None,
     };
     let valid = key.mint(&claims);
     assert!(verifier.verify(&valid, now).is_ok());

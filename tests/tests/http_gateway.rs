@@ -5,7 +5,10 @@
 use std::sync::Arc;
 
 use alga_storage::backend::postgres::PgBackend;
+use alga_storage::http::MAX_BULK_BODY_BYTES;
+use alga_storage::http::auth::TokenQuotas;
 use alga_storage::http::openapi::{self, Operation};
+use alga_storage::limits::{MAX_BULK_ITEMS, MAX_KEY_BYTES, MAX_METADATA_BYTES, MAX_VALUE_BYTES};
 use alga_storage::{Limits, STORAGE_CAPABILITY, STORAGE_READ_CAPABILITY, StorageService};
 use alga_storage_tests::gateway::TestGateway;
 use alga_storage_tests::*;
@@ -469,6 +472,82 @@ async fn bulk_put_is_atomic_and_names_the_failing_item(engine: Engine) {
     assert_eq!(fresh.body["metadata"], json!({"b": 1}));
 }
 
+/// The largest bulk the contract allows (100 items, each at the longest key and the largest
+/// value and metadata) fits the bulk route's body limit; a body past the limit is refused whole.
+async fn bulk_bodies_of_the_largest_writes_are_read(engine: Engine) {
+    let (_db, gw) = setup(engine).await;
+    let api = Api::new(&gw, Some(gw.token("tenant-a", "install-1")));
+    let value = "v".repeat(MAX_VALUE_BYTES - 2);
+    let metadata = json!({ "m": "m".repeat(MAX_METADATA_BYTES - 8) });
+    assert_eq!(metadata.to_string().len(), MAX_METADATA_BYTES);
+    let items: Vec<Value> = (0..MAX_BULK_ITEMS)
+        .map(|i| {
+            let key = format!("{i:03}{}", "k".repeat(MAX_KEY_BYTES - 3));
+            json!({ "key": key, "value": value, "metadata": metadata })
+        })
+        .collect();
+    let largest = api.bulk("big", Value::Array(items)).await;
+    assert_eq!(largest.status, StatusCode::OK, "{}", largest.body);
+    assert_eq!(
+        largest.body["results"].as_array().unwrap().len(),
+        MAX_BULK_ITEMS
+    );
+    let last = format!("099{}", "k".repeat(MAX_KEY_BYTES - 3));
+    let read = api.get("big", &last).await;
+    assert_eq!(read.body["value"].as_str().map(str::len), Some(value.len()));
+
+    let mut over = br#"{"items":[{"key":"a","value":""#.to_vec();
+    over.resize(MAX_BULK_BODY_BYTES, b'x');
+    over.extend_from_slice(br#""}]}"#);
+    api.send(Method::POST, "/namespaces/big/bulk", &[], Some(over))
+        .await
+        .problem(413, "invalid-input");
+    api.get("big", "a").await.problem(404, "not-found");
+    let usage = api.send(Method::GET, "/usage", &[], None).await;
+    assert_eq!(usage.body["perNamespace"][0]["keys"]["used"], 100);
+}
+
+/// A token may carry the install's quotas (the platform's plan): the gateway enforces those,
+/// and a token without them gets the gateway's defaults.
+async fn quotas_come_from_the_token(engine: Engine) {
+    let (_db, gw) = setup(engine).await;
+    let mut claims = gw.claims("tenant-a", "install-q", &[STORAGE_CAPABILITY]);
+    claims.quotas = Some(TokenQuotas {
+        namespaces: 1,
+        keys_per_namespace: 2,
+        total_bytes: 1_000_000,
+    });
+    let planned = Api::new(&gw, Some(gw.mint(&claims)));
+    for key in ["a", "b"] {
+        let reply = planned.put("ns", key, json!({"value": 1}), &[]).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    }
+    let keys = planned.put("ns", "c", json!({"value": 1}), &[]).await;
+    let problem = keys.problem(429, "quota-exceeded");
+    assert_eq!(
+        (&problem["quota"], &problem["limit"], &problem["usage"]),
+        (&json!("keys-per-namespace"), &json!(2), &json!(2))
+    );
+    let namespaces = planned.put("other", "a", json!({"value": 1}), &[]).await;
+    assert_eq!(
+        namespaces.problem(429, "quota-exceeded")["quota"],
+        "namespaces"
+    );
+    let usage = planned.send(Method::GET, "/usage", &[], None).await.body;
+    assert_eq!(
+        (
+            &usage["namespaces"]["limit"],
+            &usage["totalBytes"]["limit"],
+            &usage["perNamespace"][0]["keys"]["limit"]
+        ),
+        (&json!(1), &json!(1_000_000), &json!(2))
+    );
+
+    let defaults = Api::new(&gw, Some(gw.token("tenant-a", "install-q")));
+    let reply = defaults.put("ns", "c", json!({"value": 1}), &[]).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+}
+
 async fn tenants_and_installs_are_isolated_by_the_token(engine: Engine) {
     let (_db, gw) = setup(engine).await;
     let a = Api::new(&gw, Some(gw.token("tenant-a", "install-1")));
@@ -827,7 +906,10 @@ async fn every_error_status() {
     api.get("ns", "missing").await.problem(404, "not-found");
     api.send(Method::GET, "/no/such/route", &[], None)
         .await
-        .problem(404, "not-found");
+        .problem(404, "no-route");
+    api.send(Method::GET, "/namespaces/ns/records/", &[], None)
+        .await
+        .problem(404, "no-route");
     api.send(Method::GET, "/namespaces/typed/schema", &[], None)
         .await;
     api.send(Method::GET, "/namespaces/untyped/schema", &[], None)
@@ -835,7 +917,7 @@ async fn every_error_status() {
         .problem(404, "not-found");
     api.send(Method::PATCH, "/namespaces/ns/records/k", &[], None)
         .await
-        .problem(405, "not-found");
+        .problem(405, "no-route");
 
     let mismatch = api
         .put(
@@ -933,6 +1015,23 @@ async fn cors_allows_only_configured_origins_and_request_ids_are_echoed() {
             .get("access-control-allow-origin")
             .is_none()
     );
+    // What a page's script may read of an answer: the iframe SDK reads `Date` to keep a
+    // record's expiry across `update`, `ETag` for revisions, `Retry-After` for backoff.
+    let answer = http
+        .get(gw.url("/usage"))
+        .header("origin", "https://app.example.com")
+        .bearer_auth(gw.token("tenant-a", "install-1"))
+        .send()
+        .await
+        .unwrap();
+    let exposed = answer.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for name in ["date", "etag", "retry-after", "x-request-id"] {
+        assert!(exposed.contains(name), "{name} not in {exposed}");
+    }
+    assert!(answer.headers().contains_key("date"));
 
     let api = Api::new(&gw, Some(gw.token("tenant-a", "install-1")));
     let reply = api
@@ -1139,6 +1238,8 @@ on_both_engines!(
     keys_travel_percent_encoded_and_prefixes_are_literal,
     list_pages_with_cursors_and_keys_only,
     bulk_put_is_atomic_and_names_the_failing_item,
+    bulk_bodies_of_the_largest_writes_are_read,
+    quotas_come_from_the_token,
     tenants_and_installs_are_isolated_by_the_token,
     tokens_are_verified,
     capabilities_decide_reads_and_writes,

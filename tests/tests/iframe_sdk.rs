@@ -1,6 +1,6 @@
 //! The TypeScript iframe SDK's tests (`guest-sdk/iframe/test`, node's test runner) against a real
-//! gateway over PostgreSQL. The README's test command installs node packages and builds the SDK
-//! first.
+//! gateway over PostgreSQL, and the docs' TypeScript examples type-checked against the SDK. The
+//! README's test command installs node packages and builds the SDK first.
 
 use alga_storage_tests::gateway::{AUDIENCE, KEY_ID, KEY_SECRET, TestGateway};
 use alga_storage_tests::*;
@@ -42,4 +42,20 @@ async fn node_tests_pass_against_the_gateway() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("ℹ fail 0"), "{stdout}");
+}
+
+#[test]
+fn the_docs_typescript_examples_type_check() {
+    let output = std::process::Command::new("node")
+        .arg("test/docs-examples.mjs")
+        .current_dir(iframe_sdk_dir())
+        .output()
+        .expect("node runs (installed by scripts/test.sh)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "docs examples do not type-check:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("examples type-check"), "{stdout}");
 }

@@ -156,3 +156,95 @@ async fn alerts_and_dashboard_use_only_exported_metrics() {
         assert!(file.exists(), "runbook {} is missing", file.display());
     }
 }
+
+/// `pg_dump`/`pg_restore` as the backup runbook writes them.
+fn pg_tool(tool: &str, args: &[&str]) {
+    let output = Command::new(tool)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} runs (PostgreSQL's client tools): {e}"));
+    assert!(
+        output.status.success(),
+        "{tool} {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The backup runbook's logical copy: a data-only dump of the storage tables, restored into a
+/// database the migrations set up (the tables, their distribution, the write functions), comes
+/// back whole: records, counters, audit rows, and writes continue after it (the audit ids go
+/// on after the restored ones).
+#[tokio::test]
+async fn the_backup_runbooks_logical_copy_restores_into_a_migrated_database() {
+    use alga_storage::model::{AuditQuery, PutOptions};
+
+    let source = TestDb::new().await;
+    let service = source.service();
+    let ctx = granted("t", "i");
+    for i in 0..5 {
+        let options = PutOptions {
+            ttl: (i == 4).then_some(std::time::Duration::from_secs(3600)),
+            ..PutOptions::default()
+        };
+        service
+            .put(
+                &ctx,
+                "ns",
+                &format!("k{i}"),
+                &format!("{{\"n\":{i}}}"),
+                &options,
+            )
+            .await
+            .unwrap();
+    }
+    let dir = std::env::temp_dir().join(format!("alga-backup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dump = dir.join("storage.dump").display().to_string();
+    pg_tool(
+        "pg_dump",
+        &[
+            "--format=custom",
+            "--data-only",
+            "--table=ext_storage_*",
+            &format!("--file={dump}"),
+            &source.url,
+        ],
+    );
+
+    let target = TestDb::empty().await;
+    alga_storage::cli::run([
+        "alga-storage",
+        "--database-url",
+        &target.url,
+        "migrate",
+        "up",
+    ])
+    .await
+    .unwrap();
+    pg_tool(
+        "pg_restore",
+        &["--data-only", &format!("--dbname={}", target.url), &dump],
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let restored = target.service();
+    let record = restored.get(&ctx, "ns", "k4").await.unwrap().unwrap();
+    let value: Value = serde_json::from_str(record.value.as_deref().unwrap()).unwrap();
+    assert_eq!(value, serde_json::json!({"n": 4}));
+    assert!(record.expires_at.is_some(), "the TTL is kept");
+    let operator = ctx.clone().actor("operator:test");
+    assert!(restored.recount(&operator, false).await.unwrap().is_empty());
+    let usage = restored.usage(&ctx).await.unwrap();
+    assert_eq!(usage.per_namespace[0].keys.used, 5);
+
+    restored
+        .put(&ctx, "ns", "after", "1", &PutOptions::default())
+        .await
+        .unwrap();
+    let audit = restored.audit(&ctx, &AuditQuery::default()).await.unwrap();
+    assert_eq!(
+        audit.records.len(),
+        6,
+        "five restored rows and the new write's"
+    );
+}

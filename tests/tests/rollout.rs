@@ -98,3 +98,136 @@ async fn kill_switch_off_and_on_keeps_all_data() {
         assert_eq!(record.revision, 1);
     }
 }
+
+/// `alga-storage serve --rollout-file`: the operator's kill switch for the shipped gateway.
+/// Editing the file switches storage off, to an allowlist and on again without a restart; a
+/// file that cannot be parsed keeps the policy in force; a bad file at start is refused.
+#[tokio::test]
+async fn the_gateways_rollout_file_switches_storage_without_a_restart() {
+    use alga_storage_tests::gateway::{AUDIENCE, KEY_ID, KEY_SECRET, test_key};
+    use base64::Engine;
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    let dir = std::env::temp_dir().join(format!("alga-rollout-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("rollout");
+    let set = |text: &str| std::fs::write(&policy, text).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let key = format!(
+        "{KEY_ID}={}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(KEY_SECRET)
+    );
+    let argv = |policy_file: &str| {
+        vec![
+            "alga-storage".to_owned(),
+            "--store".into(),
+            dir.join("store.db").display().to_string(),
+            "serve".into(),
+            "--token-key".into(),
+            key.clone(),
+            "--audience".into(),
+            AUDIENCE.into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--rollout-file".into(),
+            policy_file.into(),
+        ]
+    };
+
+    set("");
+    let error = alga_storage::cli::run(argv(&policy.display().to_string()))
+        .await
+        .unwrap_err();
+    assert!(format!("{error:#}").contains("rollout file"), "{error:#}");
+
+    set("all");
+    // The command's future is not `Send`: it runs on this thread, beside the checks.
+    let local = tokio::task::LocalSet::new();
+    let server = local.spawn_local(alga_storage::cli::run(argv(&policy.display().to_string())));
+    let token = |extension: &str| {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        test_key().mint(&alga_storage::http::auth::TokenClaims {
+            aud: AUDIENCE.into(),
+            sub: "user".into(),
+            tenant: "t".into(),
+            install: format!("install-{extension}"),
+            extension: extension.into(),
+            caps: [alga_storage::STORAGE_CAPABILITY.to_owned()].into(),
+            iat: now,
+            exp: now + 300,
+            nbf: None,
+            quotas: None,
+        })
+    };
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/api/ext-storage/v1/namespaces/ns/records/k");
+    let put = |extension: &str| {
+        http.put(&url)
+            .bearer_auth(token(extension))
+            .header("content-type", "application/json")
+            .body(r#"{"value":"kept"}"#)
+            .send()
+    };
+    // The status of `extension`'s write once the gateway answers it with `status` (the file
+    // is read every 2 s), or the last one seen after 10 s.
+    let status_becomes = |extension: &'static str, status: u16| {
+        let put = &put;
+        async move {
+            let started = Instant::now();
+            loop {
+                let seen = match put(extension).await {
+                    Ok(reply) => reply.status().as_u16(),
+                    Err(_) => 0,
+                };
+                if seen == status || started.elapsed() > Duration::from_secs(10) {
+                    return seen;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    local
+        .run_until(async {
+            assert_eq!(status_becomes("ext-a", 201).await, 201);
+
+            set("off");
+            assert_eq!(status_becomes("ext-a", 403).await, 403);
+            set("");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            assert_eq!(
+                put("ext-a").await.unwrap().status(),
+                403,
+                "an empty file changes nothing"
+            );
+
+            set("ext-b");
+            assert_eq!(status_becomes("ext-b", 201).await, 201);
+            assert_eq!(put("ext-a").await.unwrap().status(), 403);
+
+            set("all\n");
+            assert_eq!(
+                status_becomes("ext-a", 200).await,
+                200,
+                "the record is still there"
+            );
+            let read = http
+                .get(&url)
+                .bearer_auth(token("ext-a"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(read.status(), 200);
+            let record: serde_json::Value = read.json().await.unwrap();
+            assert_eq!(record["value"], "kept");
+        })
+        .await;
+    server.abort();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

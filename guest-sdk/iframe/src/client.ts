@@ -3,6 +3,7 @@
  * is one HTTP request to the gateway; semantics (revisions, limits, errors) are the gateway's.
  */
 import {
+  InternalError,
   InvalidInputError,
   RevisionConflictError,
   StorageError,
@@ -38,13 +39,19 @@ export interface ClientOptions {
   refreshBeforeExpirySecs?: number;
 }
 
-/** Options of `Namespace.update`. */
+/** Options of `Namespace.update` (the precondition is set by `update`). */
 export interface UpdateOptions {
   /** Attempts before the last conflict is thrown (default 5). */
   maxAttempts?: number;
-  /** Options of the write (the precondition is set by `update`). */
+  /**
+   * A new time to live. Without it the record keeps its expiry: the time left is read against
+   * the gateway's clock (its `Date` header, to the second), so it may last up to a second or
+   * so longer, never shorter.
+   */
   ttlMs?: number;
+  /** New metadata, `null` to remove it. Without it the record keeps its metadata. */
   metadata?: Json;
+  /** The schema version this code was built for. */
   schemaVersion?: number;
 }
 
@@ -62,6 +69,7 @@ export class StorageClient {
   readonly #refreshBeforeMs: number;
   #token: string | null = null;
   #tokenExpiresAtMs = 0;
+  #tokenRequest: Promise<string> | null = null;
 
   constructor(options: ClientOptions) {
     this.#baseUrl = options.baseUrl.replace(/\/+$/, "");
@@ -115,12 +123,25 @@ export class StorageClient {
     } catch (cause) {
       throw new UnavailableError("unavailable", `the gateway is unreachable: ${String(cause)}`, 0);
     }
-    const text = await response.text();
+    let text: string;
+    try {
+      text = await response.text();
+    } catch (cause) {
+      throw new UnavailableError("unavailable", `the answer was cut off: ${String(cause)}`, 0);
+    }
     let body: unknown = null;
     if (text.length > 0) {
       try {
         body = JSON.parse(text);
       } catch {
+        if (response.status < 400) {
+          // A web server answering for a path that is not the API (an app's catch-all page).
+          throw new InternalError(
+            "internal",
+            `${method} ${path} was answered with a body that is not JSON: is ${this.#baseUrl} the gateway's API base?`,
+            response.status,
+          );
+        }
         body = { code: response.status >= 500 ? "unavailable" : "internal", detail: text };
       }
     }
@@ -130,11 +151,22 @@ export class StorageClient {
   async #currentToken(forceRefresh: boolean): Promise<string> {
     const stale = Date.now() >= this.#tokenExpiresAtMs - this.#refreshBeforeMs;
     if (this.#token === null || forceRefresh || stale) {
+      // Calls that need a token at the same time share one request to the host page.
+      this.#tokenRequest ??= this.#fetchToken();
+      return this.#tokenRequest;
+    }
+    return this.#token;
+  }
+
+  async #fetchToken(): Promise<string> {
+    try {
       const token = await this.#getToken();
       this.#token = token;
       this.#tokenExpiresAtMs = tokenExpiryMs(token);
+      return token;
+    } finally {
+      this.#tokenRequest = null;
     }
-    return this.#token;
   }
 }
 
@@ -151,12 +183,7 @@ export class Namespace {
 
   /** The record at `key`, or `null` when absent or expired. */
   async get<T = Json>(key: string): Promise<Entry<T> | null> {
-    try {
-      return (await this.#client.request("GET", this.#record(key))).body as Entry<T>;
-    } catch (error) {
-      if (error instanceof StorageError && error.code === "not-found") return null;
-      throw error;
-    }
+    return (await this.#read<T>(key))?.entry ?? null;
   }
 
   /** Writes `value` at `key` if the precondition in `options` holds. */
@@ -216,7 +243,8 @@ export class Namespace {
   /**
    * Read-modify-write with revisions: calls `change` with the current value (`undefined` when
    * absent) and writes its result on the condition that nobody wrote in between; on a conflict
-   * it reads again and retries, at most `maxAttempts` times, then throws the last conflict.
+   * it reads again and retries, at most `maxAttempts` times, then throws the last conflict. The
+   * record keeps its metadata and expiry unless `options` gives new ones.
    */
   async update<T = Json>(
     key: string,
@@ -226,11 +254,20 @@ export class Namespace {
     const attempts = Math.max(1, options.maxAttempts ?? 5);
     let lastConflict: RevisionConflictError | undefined;
     for (let attempt = 0; attempt < attempts; attempt++) {
-      const current = await this.get<T>(key);
+      const read = await this.#read<T>(key);
+      const current = read?.entry ?? null;
       const next = await change(current?.value);
       const put: PutOptions = current === null ? { ifAbsent: true } : { ifRevision: current.revision };
-      if (options.ttlMs !== undefined) put.ttlMs = options.ttlMs;
-      if (options.metadata !== undefined) put.metadata = options.metadata;
+      if (options.ttlMs !== undefined) {
+        put.ttlMs = options.ttlMs;
+      } else if (read !== null && current?.expiresAtMs != null) {
+        put.ttlMs = Math.max(1, current.expiresAtMs - read.gatewayNowMs);
+      }
+      if (options.metadata !== undefined) {
+        put.metadata = options.metadata;
+      } else if (current?.metadata != null) {
+        put.metadata = current.metadata;
+      }
       if (options.schemaVersion !== undefined) put.schemaVersion = options.schemaVersion;
       try {
         return await this.put(key, next, put);
@@ -252,6 +289,22 @@ export class Namespace {
     }
   }
 
+  /**
+   * The record at `key` and the gateway's time of the answer (its `Date` header, whole seconds,
+   * so at or before the true time; this browser's clock when the header cannot be read), or
+   * `null` when absent or expired.
+   */
+  async #read<T>(key: string): Promise<{ entry: Entry<T>; gatewayNowMs: number } | null> {
+    try {
+      const reply = await this.#client.request("GET", this.#record(key));
+      const date = Date.parse(reply.headers.get("date") ?? "");
+      return { entry: reply.body as Entry<T>, gatewayNowMs: Number.isNaN(date) ? Date.now() : date };
+    } catch (error) {
+      if (error instanceof StorageError && error.code === "not-found") return null;
+      throw error;
+    }
+  }
+
   #base(): string {
     return `/namespaces/${encodeSegment(this.name, "namespace")}`;
   }
@@ -266,6 +319,10 @@ export class Namespace {
  * those two keys cannot be addressed by a record URL: refused here rather than sent elsewhere.
  */
 function encodeSegment(text: string, field: string): string {
+  if (text.length === 0) {
+    // An empty segment matches no route: refused here with the error the WIT call gives.
+    throw new InvalidInputError(`the ${field} is empty`, 0, undefined, field);
+  }
   if (text === "." || text === "..") {
     throw new InvalidInputError(`the ${field} ${JSON.stringify(text)} cannot be addressed in a URL`, 0, undefined, field);
   }

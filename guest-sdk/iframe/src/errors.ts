@@ -104,8 +104,16 @@ export class InvalidInputError extends StorageError {
   }
 }
 
-/** Storage is temporarily unreachable; retrying may succeed. */
+/**
+ * Storage is temporarily unreachable; retrying may succeed. With `status` 0 the gateway never
+ * answered, so a write may or may not have been applied: retry it with a precondition.
+ */
 export class UnavailableError extends StorageError {}
+/**
+ * No such route or method at the gateway (REST only): usually a `baseUrl` that is not the API
+ * base, never an absent record.
+ */
+export class NoRouteError extends StorageError {}
 /** An unexpected failure in the host. */
 export class InternalError extends StorageError {}
 
@@ -131,6 +139,8 @@ export function errorFromProblem(problem: Problem, status: number): StorageError
       return new InvalidInputError(message, status, problem);
     case "unavailable":
       return new UnavailableError(problem.code, message, status, problem);
+    case "no-route":
+      return new NoRouteError(problem.code, message, status, problem);
     default:
       return new InternalError(problem.code || "internal", message, status, problem);
   }

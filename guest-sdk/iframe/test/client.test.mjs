@@ -3,13 +3,16 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
   CapabilityDeniedError,
+  InternalError,
   InvalidInputError,
+  NoRouteError,
   NotFoundError,
   RevisionConflictError,
   SchemaMismatchError,
   StorageClient,
   StorageError,
   UnauthenticatedError,
+  UnavailableError,
   ValidationFailedError,
 } from "../dist/index.js";
 import { freshClient, gatewayUrl, mint } from "./support.mjs";
@@ -119,6 +122,59 @@ test("update retries conflicts up to its bound and loses no increment", async ()
   assert.equal(calls, 3);
 });
 
+test("update keeps the record's metadata and expiry unless told otherwise", async () => {
+  const ns = freshClient().namespace("leases");
+  await ns.put("l", 1, { ttlMs: 600000, metadata: { by: "node" } });
+  const before = await ns.get("l");
+  await ns.update("l", (n) => n + 1);
+  const kept = await ns.get("l");
+  assert.deepEqual([kept.value, kept.metadata, kept.revision], [2, { by: "node" }, 2]);
+  const moved = kept.expiresAtMs - before.expiresAtMs;
+  assert.ok(moved >= 0 && moved <= 3000, `the expiry moved by ${moved} ms`);
+
+  await ns.update("l", (n) => n + 1, { ttlMs: 1000000, metadata: { by: "other" } });
+  const replaced = await ns.get("l");
+  assert.deepEqual(replaced.metadata, { by: "other" });
+  assert.ok(replaced.expiresAtMs - before.expiresAtMs > 300000);
+  await ns.update("l", (n) => n + 1, { metadata: null });
+  assert.equal((await ns.get("l")).metadata, null, "null removes the metadata");
+
+  await ns.put("forever", 1);
+  await ns.update("forever", (n) => n + 1);
+  const forever = await ns.get("forever");
+  assert.deepEqual([forever.value, forever.expiresAtMs, forever.metadata], [2, null, null]);
+});
+
+test("an empty key or namespace is refused locally; a wrong base URL is not an empty store", async () => {
+  const client = freshClient();
+  await assert.rejects(client.namespace("ns").get(""), (error) => error instanceof InvalidInputError && error.field === "key");
+  await assert.rejects(client.namespace("ns").put("", 1), (error) => error instanceof InvalidInputError && error.field === "key");
+  await assert.rejects(client.namespace("").get("k"), (error) => error instanceof InvalidInputError && error.field === "namespace");
+
+  const wrongBase = new StorageClient({ baseUrl: gatewayUrl().replace(/\/v1$/, ""), getToken: () => mint() });
+  await assert.rejects(wrongBase.namespace("ns").get("k"), (error) => {
+    assert.ok(error instanceof NoRouteError, `${error}`);
+    assert.equal(error.status, 404);
+    return true;
+  });
+  await assert.rejects(wrongBase.namespace("ns").schema(), NoRouteError);
+});
+
+test("answers that are not the gateway's are errors, not data", async () => {
+  const answering = (response) =>
+    new StorageClient({ baseUrl: "https://app.example/api", getToken: () => mint(), fetch: async () => response() });
+  const page = answering(() => new Response("<!doctype html><p>app</p>", { status: 200 }));
+  await assert.rejects(page.namespace("ns").get("k"), (error) => {
+    assert.ok(error instanceof InternalError, `${error}`);
+    assert.match(error.message, /not JSON/);
+    return true;
+  });
+  const cut = answering(
+    () => new Response(new ReadableStream({ start: (controller) => controller.error(new Error("reset")) }), { status: 200 }),
+  );
+  await assert.rejects(cut.namespace("ns").get("k"), (error) => error instanceof UnavailableError && error.status === 0);
+});
+
 test("errors are typed like the WIT variant", async () => {
   const client = freshClient();
   await assert.rejects(client.namespace("Bad!").get("k"), (error) => {
@@ -183,6 +239,20 @@ test("tokens are refreshed through the host page's callback", async () => {
   assert.equal(calls, 2);
   await client.namespace("ns").get("k");
   assert.equal(calls, 2, "a valid token is reused");
+
+  // Calls made together before any token is known ask the host page once.
+  let together = 0;
+  const starting = new StorageClient({
+    baseUrl: gatewayUrl(),
+    getToken: async () => {
+      together += 1;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      return mint({ install });
+    },
+  });
+  const values = await Promise.all(["k", "k", "k", "k"].map((key) => starting.namespace("ns").get(key)));
+  assert.deepEqual(values.map((entry) => entry.value), [1, 1, 1, 1]);
+  assert.equal(together, 1);
 
   // A token about to expire is replaced before use.
   let soon = 0;

@@ -16,13 +16,18 @@ use tokio_postgres::NoTls;
 use crate::backend::postgres::{DEFAULT_POOL_SIZE, PgBackend, migrate};
 use crate::backend::sqlite::SqliteBackend;
 use crate::backend::{Backend, DriftScope};
-use crate::http::auth::{TokenClaims, TokenKey, TokenVerifier};
+use crate::http::auth::{TokenClaims, TokenKey, TokenQuotas, TokenVerifier};
 use crate::http::{API_BASE, Gateway, GatewayConfig};
+use crate::limits::{
+    DEFAULT_MAX_KEYS_PER_NAMESPACE, DEFAULT_MAX_NAMESPACES, DEFAULT_MAX_TOTAL_BYTES,
+};
 use crate::model::AuditQuery;
 use crate::relay::{HttpSink, JsonLinesSink};
 use crate::service::{AuditSink, audit_json};
 use crate::wasm::command::{CommandRunner, RunOptions};
-use crate::{CallContext, STORAGE_CAPABILITY, STORAGE_READ_CAPABILITY, StorageService};
+use crate::{
+    CallContext, RolloutPolicy, STORAGE_CAPABILITY, STORAGE_READ_CAPABILITY, StorageService,
+};
 
 /// Durable, multi-tenant storage for platform extensions.
 #[derive(Debug, Parser)]
@@ -241,6 +246,12 @@ struct ServeArgs {
     /// the install `demo-tenant` / `demo-install` printed at start.
     #[arg(long)]
     demo: bool,
+    /// The kill switch: a file holding the rollout policy (`off`, `all`, or extension ids,
+    /// comma-separated), read at start and again every 2 s, so editing it switches storage on
+    /// or off for the gateway's callers without a restart. Without it every extension whose
+    /// token holds the grant is served.
+    #[arg(long, env = "ALGA_STORAGE_ROLLOUT_FILE")]
+    rollout_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -264,6 +275,33 @@ struct TokenArgs {
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 900)]
     ttl_secs: u64,
+    /// Quota carried by the token (the platform's plan for the install): namespaces. Any of the
+    /// three quota flags puts all three in the token, the others at their defaults.
+    #[arg(long)]
+    max_namespaces: Option<u64>,
+    /// Quota carried by the token: records per namespace.
+    #[arg(long)]
+    max_keys_per_namespace: Option<u64>,
+    /// Quota carried by the token: bytes across the install.
+    #[arg(long)]
+    max_total_bytes: Option<u64>,
+}
+
+impl TokenArgs {
+    fn quotas(&self) -> Option<TokenQuotas> {
+        let given = [
+            self.max_namespaces,
+            self.max_keys_per_namespace,
+            self.max_total_bytes,
+        ];
+        given.iter().any(Option::is_some).then(|| TokenQuotas {
+            namespaces: self.max_namespaces.unwrap_or(DEFAULT_MAX_NAMESPACES),
+            keys_per_namespace: self
+                .max_keys_per_namespace
+                .unwrap_or(DEFAULT_MAX_KEYS_PER_NAMESPACE),
+            total_bytes: self.max_total_bytes.unwrap_or(DEFAULT_MAX_TOTAL_BYTES),
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -360,7 +398,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate { action } => migrate_command(&database_url()?, action).await,
         Command::Serve(args) => serve_command(&store, args).await,
-        Command::Export(args) => transfer::export(&store.open(2).await?, args).await,
+        Command::Export(args) => transfer::export(&store.open_existing(2).await?, args).await,
         Command::Import(args) => transfer::import(&store.open(2).await?, args).await,
         Command::Token(args) => {
             println!("{}", mint_token(&args, SystemTime::now())?);
@@ -397,7 +435,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             outcome.result.map_err(|e| anyhow!("component failed: {e}"))
         }
         Command::Usage(install) => {
-            let service = store.open(2).await?;
+            let service = store.open_existing(2).await?;
             let call = operator_context(&install).grant(STORAGE_CAPABILITY);
             let usage = service.usage(&call).await?;
             println!(
@@ -416,7 +454,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Manifest { install, file } => {
-            let service = store.open(2).await?;
+            let service = store.open_existing(2).await?;
             let manifest = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let folder = file.parent().map(PathBuf::from).unwrap_or_default();
@@ -435,16 +473,16 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Schema { action } => {
-            let service = store.open(2).await?;
+            let service = store.open_existing(2).await?;
             schema_command(&service, action).await
         }
-        Command::Audit { action } => audit_command(&store.open(2).await?, action).await,
+        Command::Audit { action } => audit_command(&store.open_existing(2).await?, action).await,
         Command::Counters { action } => {
             let (install, apply) = match &action {
                 CountersAction::Check(install) => (install, false),
                 CountersAction::Repair(install) => (install, true),
             };
-            let service = store.open(2).await?;
+            let service = store.open_existing(2).await?;
             let drift = service.recount(&operator_context(install), apply).await?;
             if drift.is_empty() {
                 println!("counters match the records");
@@ -593,6 +631,10 @@ async fn serve_command(store: &Store, args: ServeArgs) -> anyhow::Result<()> {
         migrate_command(url, MigrateAction::Up).await?;
     }
     let service = store.open(args.pool_size).await?;
+    if let Some(path) = &args.rollout_file {
+        service.set_rollout(read_rollout(path)?);
+        tokio::spawn(follow_rollout(service.clone(), path.clone()));
+    }
     let keys = if args.demo && args.keys.token_keys.is_empty() {
         // Random per run: tokens of an earlier demo run stop working, as they should.
         let secret: Vec<u8> = [uuid::Uuid::new_v4(), uuid::Uuid::new_v4()]
@@ -624,6 +666,40 @@ async fn serve_command(store: &Store, args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How often `serve --rollout-file` reads the file again.
+const ROLLOUT_POLL: Duration = Duration::from_secs(2);
+
+fn read_rollout(path: &std::path::Path) -> anyhow::Result<RolloutPolicy> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the rollout file {}", path.display()))?;
+    RolloutPolicy::parse(&text).map_err(|e| anyhow!("the rollout file {}: {e}", path.display()))
+}
+
+/// Applies the rollout file's policy whenever it changes. A file that cannot be read or parsed
+/// (missing, or empty while an editor rewrites it) keeps the policy in force, and is reported
+/// once per distinct problem.
+async fn follow_rollout(service: StorageService, path: PathBuf) {
+    let mut reported = None;
+    loop {
+        tokio::time::sleep(ROLLOUT_POLL).await;
+        match read_rollout(&path) {
+            Ok(policy) => {
+                reported = None;
+                if policy != service.rollout() {
+                    service.set_rollout(policy);
+                }
+            }
+            Err(error) => {
+                let message = format!("{error:#}");
+                if reported.as_ref() != Some(&message) {
+                    tracing::error!(error = %message, "rollout file not applied; the policy in force stays");
+                    reported = Some(message);
+                }
+            }
+        }
+    }
+}
+
 /// A token for the demo install and `curl` lines that use it.
 fn print_demo(base: &str, key: &TokenKey, audience: &str) -> anyhow::Result<()> {
     let iat = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
@@ -637,6 +713,7 @@ fn print_demo(base: &str, key: &TokenKey, audience: &str) -> anyhow::Result<()> 
         iat,
         exp: iat + 3600,
         nbf: None,
+        quotas: None,
     });
     println!("demo token (tenant demo-tenant, install demo-install, valid 1 h):\n{token}");
     println!("try:");
@@ -673,6 +750,7 @@ fn mint_token(args: &TokenArgs, now: SystemTime) -> anyhow::Result<String> {
         iat,
         exp: iat + args.ttl_secs,
         nbf: None,
+        quotas: args.quotas(),
     };
     Ok(key.mint(&claims))
 }
@@ -694,6 +772,21 @@ impl Store {
             ),
         };
         Ok(StorageService::new(backend))
+    }
+
+    /// A service over a store that must already exist: an operator's command (usage, counters,
+    /// schemas, audit, export, manifest) run without `--database-url` would otherwise create an
+    /// empty embedded file and report on it as if it were the real data ("counters match").
+    async fn open_existing(&self, pool_size: usize) -> anyhow::Result<StorageService> {
+        if self.database_url.is_none() && !self.file.exists() {
+            anyhow::bail!(
+                "{} does not exist, and this command acts on existing data: for PostgreSQL pass \
+                 --database-url or set ALGA_STORAGE_DATABASE_URL (DATABASE_URL is not read); for \
+                 an embedded store name its file with --store",
+                self.file.display()
+            );
+        }
+        self.open(pool_size).await
     }
 
     fn describe(&self) -> String {
@@ -791,6 +884,17 @@ mod tests {
             verifier(&token_args(&["--no-grant"]).unwrap())
                 .caps
                 .is_empty()
+        );
+
+        assert_eq!(full.quotas, None, "no quota flag: the gateway's defaults");
+        let planned = verifier(&token_args(&["--max-keys-per-namespace", "7"]).unwrap());
+        assert_eq!(
+            planned.quotas,
+            Some(TokenQuotas {
+                namespaces: DEFAULT_MAX_NAMESPACES,
+                keys_per_namespace: 7,
+                total_bytes: DEFAULT_MAX_TOTAL_BYTES,
+            })
         );
 
         assert!(token_args(&["--no-grant", "--read-only"]).is_err());

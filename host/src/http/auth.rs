@@ -4,17 +4,29 @@
 
 pub use alga_storage_core::token::{
     CLOCK_LEEWAY, DEFAULT_MAX_LIFETIME, MIN_KEY_BYTES, TokenClaims, TokenError, TokenKey,
-    TokenVerifier,
+    TokenQuotas, TokenVerifier,
 };
 
 use crate::context::CallContext;
+use crate::limits::Limits;
 
+/// The platform mints a session's token knowing the install's plan, so the token carries the
+/// install's quotas (`quotas`) as a Runner's context does; size limits stay the contract's.
+/// The service caps both by its maximums.
 impl From<&TokenClaims> for CallContext {
     fn from(claims: &TokenClaims) -> Self {
         let mut ctx = CallContext::new(&claims.tenant, &claims.install)
             .extension(&claims.extension)
             .actor(&claims.sub);
         ctx.grants = claims.caps.clone();
+        if let Some(quotas) = claims.quotas {
+            ctx = ctx.limits(Limits {
+                max_namespaces: quotas.namespaces,
+                max_keys_per_namespace: quotas.keys_per_namespace,
+                max_total_bytes: quotas.total_bytes,
+                ..Limits::DEFAULT
+            });
+        }
         ctx
     }
 }

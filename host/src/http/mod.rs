@@ -27,6 +27,8 @@ pub mod problem;
 mod routes;
 pub mod wire;
 
+pub use routes::{MAX_BULK_BODY_BYTES, MAX_PUT_BODY_BYTES};
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -106,6 +108,9 @@ impl Gateway {
                 HeaderName::from_static(REQUEST_ID_HEADER),
             ])
             .expose_headers([
+                // The gateway's clock, for a client that keeps a record's expiry across a
+                // rewrite (the iframe SDK's `update`).
+                header::DATE,
                 header::ETAG,
                 header::RETRY_AFTER,
                 HeaderName::from_static(REQUEST_ID_HEADER),

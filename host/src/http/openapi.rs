@@ -132,7 +132,11 @@ fn describe(operation: Operation) -> Value {
             "403",
             "capability-denied: no `alga.storage` grant, or a write with read-only access",
         ),
-        ("404", "not-found"),
+        (
+            "404",
+            "not-found: no such record or schema; no-route: no such route",
+        ),
+        ("405", "no-route: the route does not take this method"),
         ("409", "revision-conflict (bulk) or schema-mismatch"),
         ("412", "revision-conflict: If-Match / If-None-Match failed"),
         ("413", "invalid-input: body larger than the route accepts"),
@@ -328,7 +332,7 @@ fn schemas() -> Value {
                 "code": { "type": "string", "enum": [
                     "unauthenticated", "capability-denied", "not-found", "revision-conflict",
                     "quota-exceeded", "validation-failed", "schema-mismatch", "invalid-input",
-                    "unavailable", "internal"
+                    "unavailable", "internal", "no-route"
                 ] },
                 "detail": { "type": "string" },
                 "item": { "type": ["integer", "null"], "description": "Bulk put: failing item." },

@@ -57,14 +57,16 @@ impl ApiError {
         }
     }
 
-    /// The stable code (`unauthenticated` exists only over HTTP: components have no tokens).
+    /// The stable code (`unauthenticated` and `no-route` exist only over HTTP: components have
+    /// no tokens and no routes). An unknown route is not `not-found`, which says a record or
+    /// schema is absent: a client with a wrong base URL must not read that as an empty store.
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Storage(error) | ApiError::Precondition(error) => error.code(),
             ApiError::Bulk(error) => error.error.code(),
             ApiError::Unauthenticated(_) => "unauthenticated",
             ApiError::BodyTooLarge { .. } => "invalid-input",
-            ApiError::NoRoute { .. } => "not-found",
+            ApiError::NoRoute { .. } => "no-route",
         }
     }
 
