@@ -27,19 +27,34 @@ impl RolloutPolicy {
         }
     }
 
-    /// Parses `off`, `all`, or a comma-separated list of extension ids.
+    /// Parses `off`, `all`, or extension ids separated by commas or white space (one per line
+    /// in a file). A word that looks like a switch (`ALL`, `on`, `none`, `*`, …) is refused, not
+    /// taken for an extension id: a typo must not turn storage off for everyone.
     pub fn parse(text: &str) -> Result<Self, String> {
+        const SWITCH_WORDS: [&str; 11] = [
+            "off", "all", "on", "none", "true", "false", "yes", "no", "enabled", "disabled", "*",
+        ];
         match text.trim() {
             "off" => Ok(RolloutPolicy::Off),
             "all" => Ok(RolloutPolicy::All),
             "" => Err("a rollout policy is off, all, or a list of extension ids".into()),
-            list => Ok(RolloutPolicy::Extensions(
-                list.split(',')
-                    .map(str::trim)
+            list => {
+                let ids: BTreeSet<String> = list
+                    .split(|c: char| c == ',' || c.is_whitespace())
                     .filter(|id| !id.is_empty())
                     .map(str::to_owned)
-                    .collect(),
-            )),
+                    .collect();
+                match ids
+                    .iter()
+                    .find(|id| SWITCH_WORDS.contains(&id.to_ascii_lowercase().as_str()))
+                {
+                    Some(word) => Err(format!(
+                        "{word:?} is not an extension id: a rollout policy is `off`, `all`, or \
+                         a list of extension ids"
+                    )),
+                    None => Ok(RolloutPolicy::Extensions(ids)),
+                }
+            }
         }
     }
 }
@@ -55,6 +70,13 @@ mod tests {
         let some = RolloutPolicy::parse("a, b").unwrap();
         assert!(some.allows("a") && some.allows("b") && !some.allows("c"));
         assert_eq!(RolloutPolicy::parse("off"), Ok(RolloutPolicy::Off));
+        assert_eq!(RolloutPolicy::parse(" all\n"), Ok(RolloutPolicy::All));
         assert!(RolloutPolicy::parse(" ").is_err());
+        let lines = RolloutPolicy::parse("ext-a\next-b\n").unwrap();
+        assert!(lines.allows("ext-a") && lines.allows("ext-b") && !lines.allows("ext-a\next-b"));
+        for typo in ["ALL", "On", "none", "*", "ext-a, all", "Off"] {
+            let error = RolloutPolicy::parse(typo).unwrap_err();
+            assert!(error.contains("not an extension id"), "{typo}: {error}");
+        }
     }
 }

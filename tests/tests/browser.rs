@@ -142,8 +142,8 @@ async fn iframe_sdk_in_chromium_shares_records_with_wasm() {
     );
     let moved = lease["movedMs"].as_i64().unwrap();
     assert!(
-        (0..=3000).contains(&moved),
-        "update kept the expiry, never shorter and within about a second longer: {moved} ms"
+        (-1500..=1500).contains(&moved),
+        "update kept the expiry to within about half a second: {moved} ms"
     );
     assert_eq!(result["conflict"], json!({"isTyped": true, "current": 1}));
     assert_eq!(

@@ -249,12 +249,14 @@ async fn schema_and_manifest_commands() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// An operator command without a database URL must not create an empty embedded store and
-/// report on it ("counters match the records") as if it were the real data; `serve`, `run` and
-/// `import` are the commands that create one.
+/// An operator command that reads or repairs, without a database URL, must not create an empty
+/// embedded store and report on it ("counters match the records") as if it were the real data;
+/// the commands that set a store up (`serve`, `run`, `import`, `manifest`, `schema register`)
+/// create one.
 #[tokio::test]
 async fn operator_commands_refuse_an_embedded_store_that_does_not_exist() {
     let dir = std::env::temp_dir().join(format!("alga-cli-missing-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("never-created.db");
     let store = file.display().to_string();
@@ -267,7 +269,14 @@ async fn operator_commands_refuse_an_embedded_store_that_does_not_exist() {
         vec!["counters", "check"],
         vec!["counters", "repair"],
         vec!["schema", "show", "--namespace", "ns"],
-        vec!["schema", "register", "--namespace", "ns", &schema],
+        vec![
+            "schema",
+            "register",
+            "--dry-run",
+            "--namespace",
+            "ns",
+            &schema,
+        ],
         vec!["audit", "list"],
         vec!["export", "--output", "out.ndjson"],
     ];
@@ -289,5 +298,28 @@ async fn operator_commands_refuse_an_embedded_store_that_does_not_exist() {
         assert!(error.contains("does not exist"), "{command:?}: {error}");
     }
     assert!(!file.exists());
+
+    // Registering a schema sets the store up; then the reading commands work on it.
+    let register = [
+        &[
+            "--store",
+            &store,
+            "schema",
+            "register",
+            "--namespace",
+            "ns",
+            &schema,
+        ][..],
+        &install,
+    ]
+    .concat();
+    alga(&register).await.unwrap();
+    assert!(file.exists());
+    let show = [
+        &["--store", &store, "schema", "show", "--namespace", "ns"][..],
+        &install,
+    ]
+    .concat();
+    alga(&show).await.unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }

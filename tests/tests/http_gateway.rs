@@ -510,7 +510,7 @@ async fn bulk_bodies_of_the_largest_writes_are_read(engine: Engine) {
 /// A token may carry the install's quotas (the platform's plan): the gateway enforces those,
 /// and a token without them gets the gateway's defaults.
 async fn quotas_come_from_the_token(engine: Engine) {
-    let (_db, gw) = setup(engine).await;
+    let (store, gw) = setup(engine).await;
     let mut claims = gw.claims("tenant-a", "install-q", &[STORAGE_CAPABILITY]);
     claims.quotas = Some(TokenQuotas {
         namespaces: 1,
@@ -546,6 +546,29 @@ async fn quotas_come_from_the_token(engine: Engine) {
     let defaults = Api::new(&gw, Some(gw.token("tenant-a", "install-q")));
     let reply = defaults.put("ns", "c", json!({"value": 1}), &[]).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+
+    // Above the defaults: capped by the service's maximums (here the defaults), and taken as
+    // they are by a service that allows more, as `alga-storage serve` does.
+    claims.quotas = Some(TokenQuotas {
+        namespaces: 1_000,
+        keys_per_namespace: 1_000_000,
+        total_bytes: 1 << 30,
+    });
+    let total_limit = |gateway: &TestGateway| {
+        let api = Api::new(gateway, Some(gateway.mint(&claims)));
+        async move {
+            api.send(Method::GET, "/usage", &[], None).await.body["totalBytes"]["limit"].clone()
+        }
+    };
+    assert_eq!(
+        total_limit(&gw).await,
+        json!(Limits::DEFAULT.max_total_bytes)
+    );
+    let generous = store
+        .service()
+        .with_limits(Limits::DEFAULT, Limits::CONTRACT);
+    let generous = TestGateway::start(generous, &[]).await;
+    assert_eq!(total_limit(&generous).await, json!(1u64 << 30));
 }
 
 async fn tenants_and_installs_are_isolated_by_the_token(engine: Engine) {

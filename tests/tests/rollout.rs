@@ -104,11 +104,13 @@ async fn kill_switch_off_and_on_keeps_all_data() {
 /// file that cannot be parsed keeps the policy in force; a bad file at start is refused.
 #[tokio::test]
 async fn the_gateways_rollout_file_switches_storage_without_a_restart() {
+    use alga_storage::http::auth::{TokenClaims, TokenQuotas};
     use alga_storage_tests::gateway::{AUDIENCE, KEY_ID, KEY_SECRET, test_key};
     use base64::Engine;
     use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
     let dir = std::env::temp_dir().join(format!("alga-rollout-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let policy = dir.join("rollout");
     let set = |text: &str| std::fs::write(&policy, text).unwrap();
@@ -148,12 +150,12 @@ async fn the_gateways_rollout_file_switches_storage_without_a_restart() {
     // The command's future is not `Send`: it runs on this thread, beside the checks.
     let local = tokio::task::LocalSet::new();
     let server = local.spawn_local(alga_storage::cli::run(argv(&policy.display().to_string())));
-    let token = |extension: &str| {
+    let claims = |extension: &str| {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        test_key().mint(&alga_storage::http::auth::TokenClaims {
+        TokenClaims {
             aud: AUDIENCE.into(),
             sub: "user".into(),
             tenant: "t".into(),
@@ -164,8 +166,9 @@ async fn the_gateways_rollout_file_switches_storage_without_a_restart() {
             exp: now + 300,
             nbf: None,
             quotas: None,
-        })
+        }
     };
+    let token = |extension: &str| test_key().mint(&claims(extension));
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/api/ext-storage/v1/namespaces/ns/records/k");
     let put = |extension: &str| {
@@ -226,6 +229,32 @@ async fn the_gateways_rollout_file_switches_storage_without_a_restart() {
             assert_eq!(read.status(), 200);
             let record: serde_json::Value = read.json().await.unwrap();
             assert_eq!(record["value"], "kept");
+
+            // The shipped gateway takes a token's quotas as they are, above the defaults too.
+            let planned = test_key().mint(&TokenClaims {
+                install: "install-planned".into(),
+                quotas: Some(TokenQuotas {
+                    namespaces: 1_000,
+                    keys_per_namespace: 1_000_000,
+                    total_bytes: 1 << 30,
+                }),
+                ..claims("ext-a")
+            });
+            let usage: serde_json::Value = http
+                .get(format!("http://127.0.0.1:{port}/api/ext-storage/v1/usage"))
+                .bearer_auth(planned)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(usage["totalBytes"]["limit"], 1u64 << 30);
+
+            // A typo is not a policy: storage stays on.
+            set("ALL");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            assert_eq!(put("ext-a").await.unwrap().status(), 200);
         })
         .await;
     server.abort();

@@ -44,9 +44,10 @@ export interface UpdateOptions {
   /** Attempts before the last conflict is thrown (default 5). */
   maxAttempts?: number;
   /**
-   * A new time to live. Without it the record keeps its expiry: the time left is read against
-   * the gateway's clock (its `Date` header, to the second), so it may last up to a second or
-   * so longer, never shorter.
+   * A new time to live. Without it the record keeps its expiry, to within about half a second
+   * either way: the time left is reckoned on the gateway's clock (its `Date` header, which has
+   * whole seconds), or on this browser's clock when the header cannot be read. Pass `ttlMs`
+   * for an exact time to live.
    */
   ttlMs?: number;
   /** New metadata, `null` to remove it. Without it the record keeps its metadata. */
@@ -151,22 +152,23 @@ export class StorageClient {
   async #currentToken(forceRefresh: boolean): Promise<string> {
     const stale = Date.now() >= this.#tokenExpiresAtMs - this.#refreshBeforeMs;
     if (this.#token === null || forceRefresh || stale) {
-      // Calls that need a token at the same time share one request to the host page.
-      this.#tokenRequest ??= this.#fetchToken();
-      return this.#tokenRequest;
+      // Calls that need a token at the same time share one request to the host page; a failed
+      // request is not kept, so the next call asks again.
+      const request = (this.#tokenRequest ??= this.#fetchToken());
+      try {
+        return await request;
+      } finally {
+        if (this.#tokenRequest === request) this.#tokenRequest = null;
+      }
     }
     return this.#token;
   }
 
   async #fetchToken(): Promise<string> {
-    try {
-      const token = await this.#getToken();
-      this.#token = token;
-      this.#tokenExpiresAtMs = tokenExpiryMs(token);
-      return token;
-    } finally {
-      this.#tokenRequest = null;
-    }
+    const token = await this.#getToken();
+    this.#token = token;
+    this.#tokenExpiresAtMs = tokenExpiryMs(token);
+    return token;
   }
 }
 
@@ -260,8 +262,9 @@ export class Namespace {
       const put: PutOptions = current === null ? { ifAbsent: true } : { ifRevision: current.revision };
       if (options.ttlMs !== undefined) {
         put.ttlMs = options.ttlMs;
-      } else if (read !== null && current?.expiresAtMs != null) {
-        put.ttlMs = Math.max(1, current.expiresAtMs - read.gatewayNowMs);
+      } else if (read !== null && read.entry.expiresAtMs !== null) {
+        // The time left now, after `change`: a record updated often does not drift later.
+        put.ttlMs = Math.max(1, Math.round(read.entry.expiresAtMs - read.gatewayNowMs()));
       }
       if (options.metadata !== undefined) {
         put.metadata = options.metadata;
@@ -290,15 +293,18 @@ export class Namespace {
   }
 
   /**
-   * The record at `key` and the gateway's time of the answer (its `Date` header, whole seconds,
-   * so at or before the true time; this browser's clock when the header cannot be read), or
-   * `null` when absent or expired.
+   * The record at `key` and a reckoning of the gateway's clock from its answer on, or `null`
+   * when absent or expired. The answer's `Date` header has whole seconds: the middle of that
+   * second is taken, so kept expiries err by at most half a second, either way. Without the
+   * header, this browser's clock is taken.
    */
-  async #read<T>(key: string): Promise<{ entry: Entry<T>; gatewayNowMs: number } | null> {
+  async #read<T>(key: string): Promise<{ entry: Entry<T>; gatewayNowMs: () => number } | null> {
     try {
       const reply = await this.#client.request("GET", this.#record(key));
+      const answeredAt = performance.now();
       const date = Date.parse(reply.headers.get("date") ?? "");
-      return { entry: reply.body as Entry<T>, gatewayNowMs: Number.isNaN(date) ? Date.now() : date };
+      const then = Number.isNaN(date) ? Date.now() : date + 500;
+      return { entry: reply.body as Entry<T>, gatewayNowMs: () => then + performance.now() - answeredAt };
     } catch (error) {
       if (error instanceof StorageError && error.code === "not-found") return null;
       throw error;

@@ -26,7 +26,7 @@ use crate::relay::{HttpSink, JsonLinesSink};
 use crate::service::{AuditSink, audit_json};
 use crate::wasm::command::{CommandRunner, RunOptions};
 use crate::{
-    CallContext, RolloutPolicy, STORAGE_CAPABILITY, STORAGE_READ_CAPABILITY, StorageService,
+    CallContext, Limits, RolloutPolicy, STORAGE_CAPABILITY, STORAGE_READ_CAPABILITY, StorageService,
 };
 
 /// Durable, multi-tenant storage for platform extensions.
@@ -454,7 +454,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Manifest { install, file } => {
-            let service = store.open_existing(2).await?;
+            let service = store.open(2).await?;
             let manifest = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let folder = file.parent().map(PathBuf::from).unwrap_or_default();
@@ -473,7 +473,11 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Schema { action } => {
-            let service = store.open_existing(2).await?;
+            // Registering sets a store up (before its first `serve`, say); reading needs one.
+            let service = match &action {
+                SchemaAction::Register { dry_run: false, .. } => store.open(2).await?,
+                _ => store.open_existing(2).await?,
+            };
             schema_command(&service, action).await
         }
         Command::Audit { action } => audit_command(&store.open_existing(2).await?, action).await,
@@ -630,10 +634,17 @@ async fn serve_command(store: &Store, args: ServeArgs) -> anyhow::Result<()> {
     {
         migrate_command(url, MigrateAction::Up).await?;
     }
-    let service = store.open(args.pool_size).await?;
+    // Installs get the default quotas unless their token carries the platform's (`quotas`),
+    // which are trusted as signed, up to the contract's limits.
+    let service = store
+        .open(args.pool_size)
+        .await?
+        .with_limits(Limits::DEFAULT, Limits::CONTRACT);
     if let Some(path) = &args.rollout_file {
-        service.set_rollout(read_rollout(path)?);
-        tokio::spawn(follow_rollout(service.clone(), path.clone()));
+        let policy = read_rollout(path)?;
+        if policy != service.rollout() {
+            service.set_rollout(policy);
+        }
     }
     let keys = if args.demo && args.keys.token_keys.is_empty() {
         // Random per run: tokens of an earlier demo run stop working, as they should.
@@ -662,7 +673,18 @@ async fn serve_command(store: &Store, args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    crate::http::serve(listener, Gateway::new(service, config).router(), shutdown).await?;
+    let router = Gateway::new(service.clone(), config).router();
+    let follow = async {
+        match &args.rollout_file {
+            Some(path) => follow_rollout(&service, path).await,
+            None => std::future::pending().await,
+        }
+    };
+    // The file is followed for as long as the gateway serves, and no longer.
+    tokio::select! {
+        served = crate::http::serve(listener, router, shutdown) => served?,
+        () = follow => {}
+    }
     Ok(())
 }
 
@@ -678,11 +700,11 @@ fn read_rollout(path: &std::path::Path) -> anyhow::Result<RolloutPolicy> {
 /// Applies the rollout file's policy whenever it changes. A file that cannot be read or parsed
 /// (missing, or empty while an editor rewrites it) keeps the policy in force, and is reported
 /// once per distinct problem.
-async fn follow_rollout(service: StorageService, path: PathBuf) {
+async fn follow_rollout(service: &StorageService, path: &std::path::Path) {
     let mut reported = None;
     loop {
         tokio::time::sleep(ROLLOUT_POLL).await;
-        match read_rollout(&path) {
+        match read_rollout(path) {
             Ok(policy) => {
                 reported = None;
                 if policy != service.rollout() {
@@ -762,21 +784,31 @@ struct Store {
 }
 
 impl Store {
-    /// A service over the store, with `pool_size` connections for PostgreSQL.
+    /// A service over the store, with `pool_size` connections for PostgreSQL. Creating an
+    /// embedded file is said on stderr, so a command missing its `--database-url` shows it.
     async fn open(&self, pool_size: usize) -> anyhow::Result<StorageService> {
         let backend: Arc<dyn Backend> = match &self.database_url {
             Some(url) => Arc::new(PgBackend::connect(url, pool_size)?),
-            None => Arc::new(
-                SqliteBackend::open(&self.file)
-                    .with_context(|| format!("cannot open {}", self.file.display()))?,
-            ),
+            None => {
+                let created = !self.file.exists();
+                let backend = SqliteBackend::open(&self.file)
+                    .with_context(|| format!("cannot open {}", self.file.display()))?;
+                if created {
+                    eprintln!(
+                        "alga-storage: created the embedded store {} (no --database-url given)",
+                        self.file.display()
+                    );
+                }
+                Arc::new(backend)
+            }
         };
         Ok(StorageService::new(backend))
     }
 
-    /// A service over a store that must already exist: an operator's command (usage, counters,
-    /// schemas, audit, export, manifest) run without `--database-url` would otherwise create an
-    /// empty embedded file and report on it as if it were the real data ("counters match").
+    /// A service over a store that must already exist: a command that reads or repairs
+    /// (usage, counters, schema show, audit, export) run without `--database-url` would
+    /// otherwise create an empty embedded file and report on it as if it were the real data
+    /// ("counters match the records").
     async fn open_existing(&self, pool_size: usize) -> anyhow::Result<StorageService> {
         if self.database_url.is_none() && !self.file.exists() {
             anyhow::bail!(

@@ -10,23 +10,22 @@ pub use alga_storage_core::token::{
 use crate::context::CallContext;
 use crate::limits::Limits;
 
-/// The platform mints a session's token knowing the install's plan, so the token carries the
-/// install's quotas (`quotas`) as a Runner's context does; size limits stay the contract's.
-/// The service caps both by its maximums.
-impl From<&TokenClaims> for CallContext {
-    fn from(claims: &TokenClaims) -> Self {
-        let mut ctx = CallContext::new(&claims.tenant, &claims.install)
-            .extension(&claims.extension)
-            .actor(&claims.sub);
-        ctx.grants = claims.caps.clone();
-        if let Some(quotas) = claims.quotas {
-            ctx = ctx.limits(Limits {
-                max_namespaces: quotas.namespaces,
-                max_keys_per_namespace: quotas.keys_per_namespace,
-                max_total_bytes: quotas.total_bytes,
-                ..Limits::DEFAULT
-            });
-        }
-        ctx
+/// The context of a request carrying `claims`. The platform mints a session's token knowing the
+/// install's plan, so the token may carry the install's quotas (`quotas`) as a Runner's context
+/// does; the other limits are the service's `defaults`. The service caps all of them by its
+/// maximums.
+pub fn context(claims: &TokenClaims, defaults: &Limits) -> CallContext {
+    let mut ctx = CallContext::new(&claims.tenant, &claims.install)
+        .extension(&claims.extension)
+        .actor(&claims.sub);
+    ctx.grants = claims.caps.clone();
+    if let Some(quotas) = claims.quotas {
+        ctx = ctx.limits(Limits {
+            max_namespaces: quotas.namespaces,
+            max_keys_per_namespace: quotas.keys_per_namespace,
+            max_total_bytes: quotas.total_bytes,
+            ..*defaults
+        });
     }
+    ctx
 }

@@ -40,7 +40,7 @@ impl FromRequestParts<Shared> for Caller {
             .verifier
             .verify(token, SystemTime::now())
             .inspect_err(|e| tracing::info!(error = %e, "token refused"))?;
-        let mut ctx = CallContext::from(&claims);
+        let mut ctx = super::auth::context(&claims, &state.service.limit_bounds().0);
         if let Some(RequestId(id)) = parts.extensions.get::<RequestId>() {
             ctx.request_id = Some(id.clone());
         }
