@@ -322,6 +322,18 @@ impl TokenVerifier {
                 return Err(TokenError::Malformed(format!("claim {field} is empty")));
             }
         }
+        // A zero quota would refuse every write with `quota-exceeded`: a session that may not
+        // write gets a read-only capability instead, as manifests refuse zero limits.
+        if let Some(quotas) = &claims.quotas
+            && [
+                quotas.namespaces,
+                quotas.keys_per_namespace,
+                quotas.total_bytes,
+            ]
+            .contains(&0)
+        {
+            return Err(TokenError::Malformed("a quota in claim quotas is 0".into()));
+        }
         Ok(())
     }
 }
@@ -452,6 +464,7 @@ mod tests {
             serde_json::json!({"namespaces": 2, "keys-per-namespace": 3, "total-bytes": 4, "x": 1}),
             serde_json::json!({"namespaces": -1, "keys-per-namespace": 3, "total-bytes": 4}),
             serde_json::json!({"namespaces": 2, "keysPerNamespace": 3, "total-bytes": 4}),
+            serde_json::json!({"namespaces": 2, "keys-per-namespace": 0, "total-bytes": 4}),
             serde_json::json!("unlimited"),
         ] {
             bad["quotas"] = quotas.clone();

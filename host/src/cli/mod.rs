@@ -277,13 +277,13 @@ struct TokenArgs {
     ttl_secs: u64,
     /// Quota carried by the token (the platform's plan for the install): namespaces. Any of the
     /// three quota flags puts all three in the token, the others at their defaults.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     max_namespaces: Option<u64>,
     /// Quota carried by the token: records per namespace.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     max_keys_per_namespace: Option<u64>,
     /// Quota carried by the token: bytes across the install.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     max_total_bytes: Option<u64>,
 }
 
@@ -929,6 +929,10 @@ mod tests {
             })
         );
 
+        assert!(
+            token_args(&["--max-total-bytes", "0"]).is_err(),
+            "a zero quota"
+        );
         assert!(token_args(&["--no-grant", "--read-only"]).is_err());
         let long = token_args(&["--ttl-secs", "7200"]).unwrap();
         let refused = TokenVerifier::new(long.keys.keys().unwrap(), "alga-storage")
