@@ -79,22 +79,7 @@ impl TestGateway {
 
     /// Claims for `(tenant, install)` with `caps`, valid for five minutes from now.
     pub fn claims(&self, tenant: &str, install: &str, caps: &[&str]) -> TokenClaims {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        TokenClaims {
-            aud: AUDIENCE.into(),
-            sub: "user-1".into(),
-            tenant: tenant.into(),
-            install: install.into(),
-            extension: format!("ext-{install}"),
-            caps: caps.iter().map(|c| c.to_string()).collect(),
-            iat: now,
-            exp: now + 300,
-            nbf: None,
-            quotas: None,
-        }
+        claims(tenant, install, caps)
     }
 
     /// A signed token for `claims`.
@@ -111,5 +96,26 @@ impl TestGateway {
 impl Drop for TestGateway {
     fn drop(&mut self) {
         self.server.abort();
+    }
+}
+
+/// Claims for `(tenant, install)` of the extension `ext-{install}` with `caps`, for
+/// [`AUDIENCE`], valid for five minutes from now.
+pub fn claims(tenant: &str, install: &str, caps: &[&str]) -> TokenClaims {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    TokenClaims {
+        aud: AUDIENCE.into(),
+        sub: "user-1".into(),
+        tenant: tenant.into(),
+        install: install.into(),
+        extension: format!("ext-{install}"),
+        caps: caps.iter().map(|c| c.to_string()).collect(),
+        iat: now,
+        exp: now + 300,
+        nbf: None,
+        quotas: None,
     }
 }

@@ -407,6 +407,15 @@ impl Rng {
     }
 }
 
+/// An empty directory for one test, `alga-{name}-{pid}` under the system's temporary directory
+/// (emptied first: a failed earlier run with the same process id may have left files).
+pub fn fresh_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("alga-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Percent-encodes `text` as one URL path segment or query value (everything outside the
 /// unreserved set; `.` too, so keys made of dots stay inside their segment).
 pub fn percent_encode(text: &str) -> String {

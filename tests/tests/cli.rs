@@ -255,9 +255,7 @@ async fn schema_and_manifest_commands() {
 /// create one.
 #[tokio::test]
 async fn operator_commands_refuse_an_embedded_store_that_does_not_exist() {
-    let dir = std::env::temp_dir().join(format!("alga-cli-missing-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("cli-missing");
     let file = dir.join("never-created.db");
     let store = file.display().to_string();
     let install = ["--tenant", "t", "--install", "i"];

@@ -197,8 +197,7 @@ async fn the_backup_runbooks_logical_copy_restores_into_a_migrated_database() {
             .await
             .unwrap();
     }
-    let dir = std::env::temp_dir().join(format!("alga-backup-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("backup");
     let dump = dir.join("storage.dump").display().to_string();
     pg_tool(
         "pg_dump",

@@ -104,14 +104,13 @@ async fn kill_switch_off_and_on_keeps_all_data() {
 /// file that cannot be parsed keeps the policy in force; a bad file at start is refused.
 #[tokio::test]
 async fn the_gateways_rollout_file_switches_storage_without_a_restart() {
+    use alga_storage::STORAGE_CAPABILITY;
     use alga_storage::http::auth::{TokenClaims, TokenQuotas};
-    use alga_storage_tests::gateway::{AUDIENCE, KEY_ID, KEY_SECRET, test_key};
+    use alga_storage_tests::gateway::{self, AUDIENCE, KEY_ID, KEY_SECRET, test_key};
     use base64::Engine;
-    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+    use std::time::{Duration, Instant};
 
-    let dir = std::env::temp_dir().join(format!("alga-rollout-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("rollout");
     let policy = dir.join("rollout");
     let set = |text: &str| std::fs::write(&policy, text).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -150,42 +149,26 @@ async fn the_gateways_rollout_file_switches_storage_without_a_restart() {
     // The command's future is not `Send`: it runs on this thread, beside the checks.
     let local = tokio::task::LocalSet::new();
     let server = local.spawn_local(alga_storage::cli::run(argv(&policy.display().to_string())));
-    let claims = |extension: &str| {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        TokenClaims {
-            aud: AUDIENCE.into(),
-            sub: "user".into(),
-            tenant: "t".into(),
-            install: format!("install-{extension}"),
-            extension: extension.into(),
-            caps: [alga_storage::STORAGE_CAPABILITY.to_owned()].into(),
-            iat: now,
-            exp: now + 300,
-            nbf: None,
-            quotas: None,
-        }
-    };
-    let token = |extension: &str| test_key().mint(&claims(extension));
+    // Install `a` is of the extension `ext-a`, and so on.
+    let claims = |install: &str| gateway::claims("t", install, &[STORAGE_CAPABILITY]);
+    let token = |install: &str| test_key().mint(&claims(install));
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/api/ext-storage/v1/namespaces/ns/records/k");
-    let put = |extension: &str| {
+    let put = |install: &str| {
         http.put(&url)
-            .bearer_auth(token(extension))
+            .bearer_auth(token(install))
             .header("content-type", "application/json")
             .body(r#"{"value":"kept"}"#)
             .send()
     };
-    // The status of `extension`'s write once the gateway answers it with `status` (the file
-    // is read every 2 s), or the last one seen after 10 s.
-    let status_becomes = |extension: &'static str, status: u16| {
+    // The status of `install`'s write once the gateway answers it with `status` (the file is
+    // read every 2 s), or the last one seen after 10 s.
+    let status_becomes = |install: &'static str, status: u16| {
         let put = &put;
         async move {
             let started = Instant::now();
             loop {
-                let seen = match put(extension).await {
+                let seen = match put(install).await {
                     Ok(reply) => reply.status().as_u16(),
                     Err(_) => 0,
                 };
@@ -198,47 +181,42 @@ async fn the_gateways_rollout_file_switches_storage_without_a_restart() {
     };
     local
         .run_until(async {
-            assert_eq!(status_becomes("ext-a", 201).await, 201);
+            assert_eq!(status_becomes("a", 201).await, 201);
 
             set("off");
-            assert_eq!(status_becomes("ext-a", 403).await, 403);
+            assert_eq!(status_becomes("a", 403).await, 403);
             set("");
             tokio::time::sleep(Duration::from_secs(5)).await;
             assert_eq!(
-                put("ext-a").await.unwrap().status(),
+                put("a").await.unwrap().status(),
                 403,
                 "an empty file changes nothing"
             );
 
             set("ext-b");
-            assert_eq!(status_becomes("ext-b", 201).await, 201);
-            assert_eq!(put("ext-a").await.unwrap().status(), 403);
+            assert_eq!(status_becomes("b", 201).await, 201);
+            assert_eq!(put("a").await.unwrap().status(), 403);
 
             set("all\n");
             assert_eq!(
-                status_becomes("ext-a", 200).await,
+                status_becomes("a", 200).await,
                 200,
                 "the record is still there"
             );
-            let read = http
-                .get(&url)
-                .bearer_auth(token("ext-a"))
-                .send()
-                .await
-                .unwrap();
+            let read = http.get(&url).bearer_auth(token("a")).send().await.unwrap();
             assert_eq!(read.status(), 200);
             let record: serde_json::Value = read.json().await.unwrap();
             assert_eq!(record["value"], "kept");
 
             // The shipped gateway takes a token's quotas as they are, above the defaults too.
             let planned = test_key().mint(&TokenClaims {
-                install: "install-planned".into(),
+                install: "planned".into(),
                 quotas: Some(TokenQuotas {
                     namespaces: 1_000,
                     keys_per_namespace: 1_000_000,
                     total_bytes: 1 << 30,
                 }),
-                ..claims("ext-a")
+                ..claims("planned")
             });
             let usage: serde_json::Value = http
                 .get(format!("http://127.0.0.1:{port}/api/ext-storage/v1/usage"))
@@ -254,7 +232,7 @@ async fn the_gateways_rollout_file_switches_storage_without_a_restart() {
             // A typo is not a policy: storage stays on.
             set("ALL");
             tokio::time::sleep(Duration::from_secs(5)).await;
-            assert_eq!(put("ext-a").await.unwrap().status(), 200);
+            assert_eq!(put("a").await.unwrap().status(), 200);
         })
         .await;
     server.abort();

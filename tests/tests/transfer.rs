@@ -2,7 +2,7 @@
 //! timestamp and schema version survives PostgreSQL → embedded → PostgreSQL; an interrupted
 //! import resumes from its checkpoint; bad files are refused.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use alga_storage::StorageService;
@@ -12,13 +12,6 @@ use serde_json::Value;
 
 const TENANT: &str = "tenant-x";
 const INSTALL: &str = "install-x";
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("alga-transfer-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// The CLI's arguments selecting `store`.
 fn engine_args(store: &TestStore) -> Vec<String> {
@@ -188,7 +181,7 @@ fn comparable(r: &Record) -> Comparable {
 
 #[tokio::test]
 async fn postgres_to_embedded_and_back_round_trips_everything() {
-    let dir = temp_dir("round-trip");
+    let dir = fresh_dir("transfer-round-trip");
     let source = TestStore::new(Engine::Postgres).await;
     fill(&source.service()).await;
     let original = snapshot(&source.service()).await;
@@ -288,7 +281,7 @@ async fn postgres_to_embedded_and_back_round_trips_everything() {
 
 #[tokio::test]
 async fn an_interrupted_import_resumes_from_its_checkpoint() {
-    let dir = temp_dir("resume");
+    let dir = fresh_dir("transfer-resume");
     let source = TestStore::new(Engine::Sqlite).await;
     fill(&source.service()).await;
     let original = snapshot(&source.service()).await;
@@ -362,7 +355,7 @@ async fn an_interrupted_import_resumes_from_its_checkpoint() {
 
 #[tokio::test]
 async fn bad_files_are_refused() {
-    let dir = temp_dir("bad");
+    let dir = fresh_dir("transfer-bad");
     let store_args = vec!["--store".to_owned(), dir.join("s.db").display().to_string()];
     let file = dir.join("bad.ndjson");
     let path = file.display().to_string();

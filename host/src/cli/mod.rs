@@ -641,10 +641,7 @@ async fn serve_command(store: &Store, args: ServeArgs) -> anyhow::Result<()> {
         .await?
         .with_limits(Limits::DEFAULT, Limits::CONTRACT);
     if let Some(path) = &args.rollout_file {
-        let policy = read_rollout(path)?;
-        if policy != service.rollout() {
-            service.set_rollout(policy);
-        }
+        service.set_rollout(read_rollout(path)?);
     }
     let keys = if args.demo && args.keys.token_keys.is_empty() {
         // Random per run: tokens of an earlier demo run stop working, as they should.
@@ -707,9 +704,7 @@ async fn follow_rollout(service: &StorageService, path: &std::path::Path) {
         match read_rollout(path) {
             Ok(policy) => {
                 reported = None;
-                if policy != service.rollout() {
-                    service.set_rollout(policy);
-                }
+                service.set_rollout(policy);
             }
             Err(error) => {
                 let message = format!("{error:#}");

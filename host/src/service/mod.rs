@@ -65,10 +65,14 @@ impl StorageService {
     }
 
     /// Switches the rollout policy at run time, for this service and every clone of it.
-    /// `Off` refuses every extension call with `capability-denied` and keeps all data.
+    /// `Off` refuses every extension call with `capability-denied` and keeps all data. Setting
+    /// the policy in force changes nothing and logs nothing.
     pub fn set_rollout(&self, policy: RolloutPolicy) {
-        tracing::warn!(?policy, "storage rollout policy changed");
-        *self.rollout.write().unwrap_or_else(|e| e.into_inner()) = policy;
+        let mut current = self.rollout.write().unwrap_or_else(|e| e.into_inner());
+        if *current != policy {
+            tracing::warn!(?policy, "storage rollout policy changed");
+            *current = policy;
+        }
     }
 
     /// The service's Prometheus metrics (shared by every clone).
