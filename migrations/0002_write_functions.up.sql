@@ -15,9 +15,9 @@
 -- Locks are taken in one order (records by key, then expired records with SKIP LOCKED, then the
 -- namespace counter row, then the install counter row), so concurrent writers cannot deadlock.
 --
--- One function calls another as an assignment (`v := f(...)`), not `SELECT * INTO v FROM f(...)`:
--- PL/pgSQL evaluates the call as a simple expression, without a statement's executor and the
--- result set that a function in FROM is read through (2.5 % of an insert's server
+-- A function takes another's result by assignment (`v := f(...)`), not `SELECT * INTO v FROM
+-- f(...)`: PL/pgSQL evaluates the call as a simple expression, without a statement's executor
+-- and the result set that a function in FROM is read through (2.5 % of an insert's server
 -- instructions, scripts/write-cost.sh).
 
 -- Deletes up to p_limit expired records of one namespace, with an audit row each, and returns

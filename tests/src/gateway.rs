@@ -77,11 +77,6 @@ impl TestGateway {
         format!("{}{path}", self.base)
     }
 
-    /// Claims for `(tenant, install)` with `caps`, valid for five minutes from now.
-    pub fn claims(&self, tenant: &str, install: &str, caps: &[&str]) -> TokenClaims {
-        claims(tenant, install, caps)
-    }
-
     /// A signed token for `claims`.
     pub fn mint(&self, claims: &TokenClaims) -> String {
         self.key.mint(claims)
@@ -89,7 +84,11 @@ impl TestGateway {
 
     /// A token granting `alga.storage` to `(tenant, install)`.
     pub fn token(&self, tenant: &str, install: &str) -> String {
-        self.mint(&self.claims(tenant, install, &[alga_storage::STORAGE_CAPABILITY]))
+        self.mint(&claims(
+            tenant,
+            install,
+            &[alga_storage::STORAGE_CAPABILITY],
+        ))
     }
 }
 

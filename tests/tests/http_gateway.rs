@@ -10,7 +10,7 @@ use alga_storage::http::auth::TokenQuotas;
 use alga_storage::http::openapi::{self, Operation};
 use alga_storage::limits::{MAX_BULK_ITEMS, MAX_KEY_BYTES, MAX_METADATA_BYTES, MAX_VALUE_BYTES};
 use alga_storage::{Limits, STORAGE_CAPABILITY, STORAGE_READ_CAPABILITY, StorageService};
-use alga_storage_tests::gateway::TestGateway;
+use alga_storage_tests::gateway::{TestGateway, claims};
 use alga_storage_tests::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -511,13 +511,13 @@ async fn bulk_bodies_of_the_largest_writes_are_read(engine: Engine) {
 /// and a token without them gets the gateway's defaults.
 async fn quotas_come_from_the_token(engine: Engine) {
     let (store, gw) = setup(engine).await;
-    let mut claims = gw.claims("tenant-a", "install-q", &[STORAGE_CAPABILITY]);
-    claims.quotas = Some(TokenQuotas {
+    let mut quota_claims = claims("tenant-a", "install-q", &[STORAGE_CAPABILITY]);
+    quota_claims.quotas = Some(TokenQuotas {
         namespaces: 1,
         keys_per_namespace: 2,
         total_bytes: 1_000_000,
     });
-    let planned = Api::new(&gw, Some(gw.mint(&claims)));
+    let planned = Api::new(&gw, Some(gw.mint(&quota_claims)));
     for key in ["a", "b"] {
         let reply = planned.put("ns", key, json!({"value": 1}), &[]).await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
@@ -549,13 +549,13 @@ async fn quotas_come_from_the_token(engine: Engine) {
 
     // Above the defaults: capped by the service's maximums (here the defaults), and taken as
     // they are by a service that allows more, as `alga-storage serve` does.
-    claims.quotas = Some(TokenQuotas {
+    quota_claims.quotas = Some(TokenQuotas {
         namespaces: 1_000,
         keys_per_namespace: 1_000_000,
         total_bytes: 1 << 30,
     });
     let total_limit = |gateway: &TestGateway| {
-        let api = Api::new(gateway, Some(gateway.mint(&claims)));
+        let api = Api::new(gateway, Some(gateway.mint(&quota_claims)));
         async move {
             api.send(Method::GET, "/usage", &[], None).await.body["totalBytes"]["limit"].clone()
         }
@@ -607,7 +607,7 @@ async fn tenants_and_installs_are_isolated_by_the_token(engine: Engine) {
 
 async fn tokens_are_verified(engine: Engine) {
     let (_db, gw) = setup(engine).await;
-    let good = gw.claims("tenant-a", "install-1", &[STORAGE_CAPABILITY]);
+    let good = claims("tenant-a", "install-1", &[STORAGE_CAPABILITY]);
     let ok = Api::new(&gw, Some(gw.mint(&good)));
     assert_eq!(
         ok.put("t", "k", json!({"value": 1}), &[]).await.status,
@@ -693,7 +693,7 @@ async fn capabilities_decide_reads_and_writes(engine: Engine) {
 
     let reader = Api::new(
         &gw,
-        Some(gw.mint(&gw.claims("tenant-a", "install-1", &[STORAGE_READ_CAPABILITY]))),
+        Some(gw.mint(&claims("tenant-a", "install-1", &[STORAGE_READ_CAPABILITY]))),
     );
     assert_eq!(reader.get("caps", "k").await.body["value"], 1);
     assert_eq!(
@@ -722,7 +722,7 @@ async fn capabilities_decide_reads_and_writes(engine: Engine) {
 
     let none = Api::new(
         &gw,
-        Some(gw.mint(&gw.claims("tenant-a", "install-1", &["other.cap"]))),
+        Some(gw.mint(&claims("tenant-a", "install-1", &["other.cap"]))),
     );
     none.get("caps", "k")
         .await
@@ -922,7 +922,7 @@ async fn every_error_status() {
         .get("ns", "k")
         .await
         .problem(401, "unauthenticated");
-    Api::new(&gw, Some(gw.mint(&gw.claims("tenant-a", "install-1", &[]))))
+    Api::new(&gw, Some(gw.mint(&claims("tenant-a", "install-1", &[]))))
         .get("ns", "k")
         .await
         .problem(403, "capability-denied");

@@ -4,7 +4,7 @@
 
 use alga_storage::model::PutOptions;
 use alga_storage::{RolloutPolicy, StorageError};
-use alga_storage_tests::gateway::TestGateway;
+use alga_storage_tests::gateway::{self, TestGateway};
 use alga_storage_tests::*;
 
 #[tokio::test]
@@ -32,7 +32,7 @@ async fn kill_switch_off_and_on_keeps_all_data() {
     let http = reqwest::Client::new();
     let token = gateway.mint(&{
         let mut claims =
-            gateway.claims("tenant-a", "install-a", &[alga_storage::STORAGE_CAPABILITY]);
+            gateway::claims("tenant-a", "install-a", &[alga_storage::STORAGE_CAPABILITY]);
         claims.extension = "ext-a".into();
         claims
     });
@@ -106,7 +106,7 @@ async fn kill_switch_off_and_on_keeps_all_data() {
 async fn the_gateways_rollout_file_switches_storage_without_a_restart() {
     use alga_storage::STORAGE_CAPABILITY;
     use alga_storage::http::auth::{TokenClaims, TokenQuotas};
-    use alga_storage_tests::gateway::{self, AUDIENCE, KEY_ID, KEY_SECRET, test_key};
+    use alga_storage_tests::gateway::{AUDIENCE, KEY_ID, KEY_SECRET, test_key};
     use base64::Engine;
     use std::time::{Duration, Instant};
 
@@ -210,7 +210,6 @@ async fn the_gateways_rollout_file_switches_storage_without_a_restart() {
 
             // The shipped gateway takes a token's quotas as they are, above the defaults too.
             let planned = test_key().mint(&TokenClaims {
-                install: "planned".into(),
                 quotas: Some(TokenQuotas {
                     namespaces: 1_000,
                     keys_per_namespace: 1_000_000,
