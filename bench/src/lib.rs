@@ -51,8 +51,18 @@ pub struct Config {
     pub scale_keys: usize,
     /// Samples of the instantiation measurement (0 skips it).
     pub instantiations: usize,
+    /// Connections of each path's pool; `None`: the largest worker count.
+    pub pool_size: Option<usize>,
     /// Rounds per configuration: every path runs once per round, the report gives the medians.
     pub rounds: usize,
+}
+
+impl Config {
+    /// Connections of each path's pool: `pool_size`, else the largest worker count (at least 2).
+    pub fn connections(&self) -> usize {
+        let workers = self.concurrency.iter().copied().max().unwrap_or(1);
+        self.pool_size.unwrap_or(workers).max(2)
+    }
 }
 
 /// Runs every configuration; `progress` is told about each result as it arrives.
@@ -79,7 +89,7 @@ pub async fn run_suite(config: &Config, progress: impl Fn(&str)) -> anyhow::Resu
         let maintenance = db.client().await;
         let mut targets = Vec::new();
         for &path in &paths_with_raw(config) {
-            let target = Target::new(path, &db.url, max_concurrency.max(2)).await?;
+            let target = Target::new(path, &db.url, config.connections()).await?;
             targets.push((path, Arc::new(target)));
         }
         for &workload in &config.workloads {
@@ -193,4 +203,35 @@ async fn preload(db: &TestDb, installs: &Installs) -> anyhow::Result<()> {
         result??;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(concurrency: Vec<usize>, pool_size: Option<usize>) -> Config {
+        Config {
+            database_url: String::new(),
+            duration: Duration::from_millis(1),
+            concurrency,
+            installs: 1,
+            paths: Vec::new(),
+            workloads: Vec::new(),
+            spreads: Vec::new(),
+            scale_keys: 0,
+            instantiations: 0,
+            pool_size,
+            rounds: 1,
+        }
+    }
+
+    #[test]
+    fn pools_have_one_connection_per_worker_unless_sized() {
+        assert_eq!(config(vec![1, 16, 64], None).connections(), 64);
+        assert_eq!(config(vec![16], Some(4)).connections(), 4);
+        // Never fewer than two.
+        assert_eq!(config(vec![1], None).connections(), 2);
+        assert_eq!(config(vec![16], Some(1)).connections(), 2);
+        assert_eq!(config(Vec::new(), None).connections(), 2);
+    }
 }

@@ -38,6 +38,10 @@ struct Args {
     /// Samples of the instantiation measurement (0 skips it).
     #[arg(long, default_value_t = 2000)]
     instantiations: usize,
+    /// Database connections of each path's pool, at least 2 (default: the largest worker
+    /// count). With fewer connections than workers, the workers queue on the pool.
+    #[arg(long)]
+    pool_size: Option<usize>,
     /// Rounds per configuration: the paths take turns, each round starting with the next one;
     /// ops/s and ratios to raw are the medians of the rounds.
     #[arg(long, default_value_t = 1)]
@@ -60,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
         spreads: args.spreads,
         scale_keys: args.scale_keys,
         instantiations: args.instantiations,
+        pool_size: args.pool_size,
         rounds: args.rounds,
     };
     let report = run_suite(&config, |line| eprintln!("{line}")).await?;

@@ -15,6 +15,8 @@ pub struct Report {
     pub duration_ms: u128,
     /// Rounds per configuration.
     pub rounds: usize,
+    /// Database connections of each path's pool.
+    pub pool_size: usize,
     /// Throughput and latency per configuration.
     pub runs: Vec<RunResult>,
     /// List page cost in a small and a large namespace.
@@ -33,6 +35,7 @@ impl Report {
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             duration_ms: config.duration.as_millis(),
             rounds: config.rounds,
+            pool_size: config.connections(),
             runs: Vec::new(),
             list_scaling: None,
             instantiation: None,

@@ -37,9 +37,12 @@ async fn every_configuration_runs_without_errors() {
         spreads: vec![Spread::Many, Spread::Hot],
         scale_keys: 5_000,
         instantiations: 20,
+        // Fewer connections than the 4 workers: they queue on each path's pool.
+        pool_size: Some(2),
         rounds: 1,
     };
     let report = run_suite(&config, |_| {}).await.unwrap();
+    assert_eq!(report.pool_size, 2);
     let local = server_is_on_this_machine().await;
     // 2 spreads × 6 workloads × 2 concurrencies × (raw, service, wasm, rest, raw-rls) + bare
     // for 2 workloads.
@@ -112,6 +115,7 @@ async fn rounds_report_medians_of_per_round_ratios() {
         spreads: vec![Spread::Many],
         scale_keys: 0,
         instantiations: 0,
+        pool_size: None,
         rounds: 3,
     };
     let none = Config {
