@@ -58,10 +58,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// The largest worker count.
+    fn max_concurrency(&self) -> usize {
+        self.concurrency.iter().copied().max().unwrap_or(1)
+    }
+
     /// Connections of each path's pool: `pool_size`, else the largest worker count (at least 2).
     pub fn connections(&self) -> usize {
-        let workers = self.concurrency.iter().copied().max().unwrap_or(1);
-        self.pool_size.unwrap_or(workers).max(2)
+        self.pool_size.unwrap_or(self.max_concurrency()).max(2)
     }
 }
 
@@ -69,9 +73,8 @@ impl Config {
 pub async fn run_suite(config: &Config, progress: impl Fn(&str)) -> anyhow::Result<Report> {
     let mut report = Report::new(config);
     report.rss_kb_start = report::rss_kb();
-    let max_concurrency = config.concurrency.iter().copied().max().unwrap_or(1);
     anyhow::ensure!(
-        max_concurrency <= PRELOADED_KEYS,
+        config.max_concurrency() <= PRELOADED_KEYS,
         "at most {PRELOADED_KEYS} workers"
     );
     anyhow::ensure!(config.rounds > 0, "at least one round");
