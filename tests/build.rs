@@ -13,6 +13,7 @@ fn main() {
     for watched in [
         "fixtures/src",
         "fixtures/Cargo.toml",
+        "fixtures/wit",
         "guest-sdk/src",
         "guest-sdk/Cargo.toml",
         "wit",

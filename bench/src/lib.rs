@@ -11,6 +11,7 @@ pub mod rls;
 pub mod run;
 pub mod scaling;
 pub mod target;
+pub mod warm;
 pub mod workload;
 
 use std::sync::Arc;

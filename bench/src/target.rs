@@ -20,6 +20,9 @@ pub enum PathKind {
     Service,
     /// A guest component instantiated per operation (from `InstancePre`, pooling allocator).
     Wasm,
+    /// A guest component kept warm: one instance per install, called per operation
+    /// (`crate::warm`).
+    WasmWarm,
     /// The REST gateway over loopback HTTP, as an iframe calls it (one keep-alive client).
     Rest,
     /// tokio-postgres executing the minimal SQL doing the same durable work by hand.
@@ -50,6 +53,8 @@ pub enum Target {
     Service(Box<StorageService>),
     /// Through a guest component.
     Wasm(Box<(CommandRunner, PreparedCommand)>),
+    /// Through warm instances of a guest component.
+    WasmWarm(Box<crate::warm::WarmHandlers>),
     /// The REST gateway.
     Rest(Box<crate::rest::RestTarget>),
     /// Hand-written SQL.
@@ -84,6 +89,9 @@ impl Target {
                 let component = runner.compile(&bytes).map_err(wasm_error)?;
                 let prepared = runner.prepare(&component).map_err(wasm_error)?;
                 Target::Wasm(Box::new((runner, prepared)))
+            }
+            PathKind::WasmWarm => {
+                Target::WasmWarm(Box::new(crate::warm::WarmHandlers::new(service)?))
             }
             PathKind::Rest => {
                 Target::Rest(Box::new(crate::rest::RestTarget::start(service).await?))
@@ -122,6 +130,14 @@ impl Target {
                 all.extend(args.into_iter().skip(1));
                 run_wasm(wasm, req.install, all).await?;
             }
+            Target::WasmWarm(warm) => {
+                let (op, revision) = match req.precondition {
+                    Precondition::Revision(r) => ("update", r),
+                    _ => ("insert", 0),
+                };
+                warm.handle(req.install, op, req.namespace, req.key, req.value, revision)
+                    .await?;
+            }
             Target::Rest(rest) => rest.put(req).await?,
             Target::Raw(pool) => crate::raw::write(pool, req, false).await?,
             Target::RawRls(pool) => crate::raw::write(pool, req, true).await?,
@@ -142,6 +158,10 @@ impl Target {
             Target::Wasm(wasm) => {
                 let args = vec!["get".into(), req.namespace.into(), req.key.into()];
                 run_wasm(wasm, req.install, args).await?;
+            }
+            Target::WasmWarm(warm) => {
+                warm.handle(req.install, "get", req.namespace, req.key, "", 0)
+                    .await?;
             }
             Target::Rest(rest) => rest.get(req).await?,
             Target::Raw(pool) | Target::Bare(pool) => crate::raw::get(pool, req, false).await?,
@@ -166,6 +186,10 @@ impl Target {
             Target::Wasm(wasm) => {
                 let args = vec!["list".into(), req.namespace.into(), "-".into()];
                 run_wasm(wasm, req.install, args).await?;
+            }
+            Target::WasmWarm(warm) => {
+                warm.handle(req.install, "list", req.namespace, "-", "", 0)
+                    .await?;
             }
             Target::Rest(rest) => rest.list(req).await?,
             Target::Raw(pool) | Target::Bare(pool) => crate::raw::list(pool, req, false).await?,
@@ -227,6 +251,7 @@ pub async fn instantiation_micros(
     Ok(micros)
 }
 
-fn wasm_error(e: wasmtime::Error) -> anyhow::Error {
+/// A wasmtime error as an `anyhow` one, with its context chain.
+pub fn wasm_error(e: wasmtime::Error) -> anyhow::Error {
     anyhow::anyhow!("{e:?}")
 }

@@ -23,6 +23,7 @@ async fn every_configuration_runs_without_errors() {
             PathKind::Bare,
             PathKind::Service,
             PathKind::Wasm,
+            PathKind::WasmWarm,
             PathKind::Rest,
             PathKind::RawRls,
         ],
@@ -44,9 +45,9 @@ async fn every_configuration_runs_without_errors() {
     let report = run_suite(&config, |_| {}).await.unwrap();
     assert_eq!(report.pool_size, 2);
     let local = server_is_on_this_machine().await;
-    // 2 spreads × 6 workloads × 2 concurrencies × (raw, service, wasm, rest, raw-rls) + bare
-    // for 2 workloads.
-    assert_eq!(report.runs.len(), 2 * 6 * 2 * 5 + 2 * 2 * 2);
+    // 2 spreads × 6 workloads × 2 concurrencies × (raw, service, wasm, wasm-warm, rest, raw-rls)
+    // + bare for 2 workloads.
+    assert_eq!(report.runs.len(), 2 * 6 * 2 * 6 + 2 * 2 * 2);
     for run in &report.runs {
         assert!(run.ops > 0, "{run:?}");
         assert_eq!(run.errors, 0, "{run:?}");
@@ -84,7 +85,12 @@ async fn every_path_writes_past_the_default_quotas() {
         )
         .await
         .unwrap();
-    for path in [PathKind::Service, PathKind::Wasm, PathKind::Rest] {
+    for path in [
+        PathKind::Service,
+        PathKind::Wasm,
+        PathKind::WasmWarm,
+        PathKind::Rest,
+    ] {
         let target = Target::new(path, &db.url, 2).await.unwrap();
         let key = format!("past-the-quota-{path:?}");
         let request = Request {
@@ -287,4 +293,44 @@ async fn the_meter_counts_the_servers_cpu_time() {
         used.db_backends_us.unwrap() <= used.db_us.unwrap() + 20 * 10_000,
         "{used:?}"
     );
+}
+
+/// The warm path keeps one idle instance per install that had requests (as many as it had at
+/// once), reuses it, and keeps it after a failed operation: a guest's error is not a trap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_instances_serve_only_their_own_install() {
+    let db = alga_storage_tests::TestDb::new_on(&alga_storage_tests::admin_url()).await;
+    let service = db.service();
+    let warm = alga_storage_bench::warm::WarmHandlers::new(service.clone()).unwrap();
+    assert_eq!(warm.idle_instances(), 0);
+    for i in 0..3 {
+        let value = format!("{{\"i\":{i}}}");
+        warm.handle("a", "insert", NAMESPACE, &format!("k{i}"), &value, 0)
+            .await
+            .unwrap();
+    }
+    assert_eq!(warm.idle_instances(), 1);
+    let missing = warm.handle("b", "get", NAMESPACE, "k0", "", 0).await;
+    let message = missing.expect_err("b has no k0").to_string();
+    assert!(
+        message.contains("get bench/k0 failed: missing"),
+        "{message}"
+    );
+    assert_eq!(warm.idle_instances(), 2);
+    // Requests of one install at once take an instance each, and all stay warm.
+    let (first, second) = tokio::join!(
+        warm.handle("a", "get", NAMESPACE, "k1", "", 0),
+        warm.handle("a", "list", NAMESPACE, "-", "", 0),
+    );
+    first.unwrap();
+    second.unwrap();
+    // The first request held a's instance while it waited on the database, so the second made
+    // another: a has two, b one.
+    assert_eq!(warm.idle_instances(), 3);
+    let call = alga_storage_bench::target::call("a");
+    let page = service
+        .list(&call, NAMESPACE, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(page.entries.len(), 3);
 }

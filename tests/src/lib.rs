@@ -13,6 +13,7 @@ use tokio_postgres::{Client, NoTls};
 
 pub mod cluster;
 pub mod gateway;
+pub mod handler;
 
 include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
 

@@ -272,6 +272,71 @@ async fn bench_op_on(engine: Engine) {
     assert_eq!((value, record.revision), (serde_json::json!({"v": 2}), 2));
 }
 
+/// The load harness's handler guest: one instance serves every request of its install, its
+/// failures are values (the instance stays usable), and a trap-free instance keeps working.
+#[tokio::test]
+async fn bench_handler() {
+    for engine in ENGINES {
+        bench_handler_on(engine).await;
+    }
+}
+
+async fn bench_handler_on(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let call = granted("t", "i");
+    let runner = handler::HandlerRunner::new(store.service(), BENCH_HANDLER).unwrap();
+    let mut instance = runner.instantiate(call.clone()).await.unwrap();
+    assert_eq!(instance.call().install_id, "i");
+    // Operation, key, value, revision, and the result or the start of the error.
+    type Request<'a> = (&'a str, &'a str, &'a str, u64, Result<(), &'a str>);
+    let requests: [Request; 9] = [
+        ("get", "k", "", 0, Err("get bench/k failed: missing")),
+        ("list", "-", "", 0, Err("list bench/- failed: empty page")),
+        ("insert", "k", r#"{"v":1}"#, 0, Ok(())),
+        (
+            "insert",
+            "k",
+            r#"{"v":9}"#,
+            0,
+            Err("insert bench/k failed: "),
+        ),
+        ("get", "k", "", 0, Ok(())),
+        ("update", "k", r#"{"v":2}"#, 1, Ok(())),
+        (
+            "update",
+            "k",
+            r#"{"v":3}"#,
+            1,
+            Err("update bench/k failed: "),
+        ),
+        ("list", "-", "", 0, Ok(())),
+        ("drop", "k", "", 0, Err("unknown operation \"drop\"")),
+    ];
+    for (op, key, value, revision, expected) in requests {
+        let outcome = instance
+            .handle(op, "bench", key, value, revision)
+            .await
+            .unwrap_or_else(|trap| panic!("{op} trapped: {trap:?}"));
+        match (&outcome, expected) {
+            (Ok(()), Ok(())) => {}
+            (Err(message), Err(start)) => assert!(message.starts_with(start), "{op}: {message}"),
+            _ => panic!("{op} {key}: {outcome:?}, expected {expected:?}"),
+        }
+    }
+    let record = store
+        .service()
+        .get(&call, "bench", "k")
+        .await
+        .unwrap()
+        .unwrap();
+    let value: serde_json::Value = serde_json::from_str(record.value.as_deref().unwrap()).unwrap();
+    assert_eq!((value, record.revision), (serde_json::json!({"v": 2}), 2));
+    // Another install's instance of the same component sees none of it.
+    let mut other = runner.instantiate(granted("t", "j")).await.unwrap();
+    let missing = other.handle("get", "bench", "k", "", 0).await.unwrap();
+    assert_eq!(missing, Err("get bench/k failed: missing".to_owned()));
+}
+
 const PROFILE_SCHEMA: &str = r#"{
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",

@@ -34,8 +34,9 @@ const KEEP_RESIDENT_MEMORY: usize = 2 << 20;
 /// Bytes of a pooled table reset in place (8 bytes per element).
 const KEEP_RESIDENT_TABLE: usize = 64 << 10;
 
-/// Epoch ticks in `budget` (at least one).
-fn epoch_ticks(budget: Duration) -> u64 {
+/// Epoch ticks in `budget` (at least one): the deadline to set on a store of an engine that
+/// [`start_epoch_ticker`] advances.
+pub fn epoch_ticks(budget: Duration) -> u64 {
     u64::try_from(budget.as_millis() / EPOCH_TICK.as_millis())
         .unwrap_or(u64::MAX)
         .max(1)
@@ -64,6 +65,38 @@ impl GuestLimits {
         max_run_time: Duration::from_secs(10),
         max_resources: 1_000,
     };
+}
+
+impl GuestLimits {
+    /// The store limiter that holds one instance to these limits (`Store::limiter`).
+    pub fn store_limits(&self) -> StoreLimits {
+        StoreLimitsBuilder::new()
+            .memory_size(self.max_memory_bytes)
+            .table_elements(self.max_table_elements)
+            // The memory limit is per linear memory: bound how many there can be.
+            .instances(MAX_CORE_INSTANCES)
+            .memories(MAX_MEMORIES)
+            .tables(MAX_TABLES)
+            .trap_on_grow_failure(true)
+            .build()
+    }
+}
+
+/// Starts a thread that advances `engine`'s epoch every 10 ms, so that epoch deadlines
+/// ([`epoch_ticks`]) interrupt guest code; it stops once the returned token and its clones are
+/// dropped.
+pub fn start_epoch_ticker(engine: &Engine) -> std::io::Result<Arc<()>> {
+    let ticker = Arc::new(());
+    let (engine, alive) = (engine.clone(), Arc::downgrade(&ticker));
+    std::thread::Builder::new()
+        .name("alga-storage-epoch".into())
+        .spawn(move || {
+            while alive.strong_count() > 0 {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })?;
+    Ok(ticker)
 }
 
 impl Default for GuestLimits {
@@ -219,16 +252,7 @@ impl CommandRunner {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         super::add_to_linker(&mut linker)?;
-        let ticker = Arc::new(());
-        let (ticker_engine, alive) = (engine.clone(), Arc::downgrade(&ticker));
-        std::thread::Builder::new()
-            .name("alga-storage-epoch".into())
-            .spawn(move || {
-                while alive.strong_count() > 0 {
-                    std::thread::sleep(EPOCH_TICK);
-                    ticker_engine.increment_epoch();
-                }
-            })?;
+        let ticker = start_epoch_ticker(&engine)?;
         Ok(Self {
             engine,
             linker,
@@ -280,15 +304,7 @@ impl CommandRunner {
             wasi: wasi.build(),
             table,
             storage: StorageCtx::new(self.service.clone(), call),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.max_memory_bytes)
-                .table_elements(self.limits.max_table_elements)
-                // The memory limit is per linear memory: bound how many there can be.
-                .instances(MAX_CORE_INSTANCES)
-                .memories(MAX_MEMORIES)
-                .tables(MAX_TABLES)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: self.limits.store_limits(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);

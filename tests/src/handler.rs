@@ -1,0 +1,151 @@
+//! The host side of the fixtures' `handler` world (`fixtures/wit/handler.wit`): a component
+//! instantiated once for an install and called per request, as a Runner that keeps instances
+//! warm uses an extension. The load harness's `wasm-warm` path runs `BENCH_HANDLER` through it.
+
+use std::sync::Arc;
+
+use alga_storage::wasm::command::{GuestLimits, epoch_ticks, start_epoch_ticker};
+use alga_storage::wasm::{StorageCtx, StorageView};
+use alga_storage::{CallContext, StorageService};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: ["../wit", "../fixtures/wit"],
+        world: "alga:fixtures/handler",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: { "alga:storage/store": alga_storage::wasm::store },
+    });
+}
+
+/// Store data of a handler instance: WASI (the guest's standard library imports it), storage,
+/// and the instance's limits.
+pub struct HandlerState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    storage: StorageCtx,
+    limits: StoreLimits,
+}
+
+impl WasiView for HandlerState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl StorageView for HandlerState {
+    fn storage(&mut self) -> &mut StorageCtx {
+        &mut self.storage
+    }
+}
+
+/// A handler component, compiled and linked once. Its instances have the limits of the
+/// command runner's ([`GuestLimits::DEFAULT`]), the time budget per call.
+pub struct HandlerRunner {
+    engine: Engine,
+    pre: bindings::HandlerPre<HandlerState>,
+    service: StorageService,
+    limits: GuestLimits,
+    /// Keeps the epoch ticker thread alive while the runner exists.
+    _ticker: Arc<()>,
+}
+
+impl std::fmt::Debug for HandlerRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlerRunner").finish_non_exhaustive()
+    }
+}
+
+impl HandlerRunner {
+    /// Compiles the component at `path` and links it to WASI and `service`. Instances are
+    /// allocated on demand: a warm instance is made once per install, and its store keeps the
+    /// fiber stack of its calls.
+    pub fn new(service: StorageService, path: &str) -> wasmtime::Result<Self> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        let ticker = start_epoch_ticker(&engine)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        alga_storage::wasm::add_to_linker(&mut linker)?;
+        let component = Component::from_file(&engine, path)?;
+        let pre = bindings::HandlerPre::new(linker.instantiate_pre(&component)?)?;
+        Ok(Self {
+            engine,
+            pre,
+            service,
+            limits: GuestLimits::DEFAULT,
+            _ticker: ticker,
+        })
+    }
+
+    /// A new instance acting as `call`.
+    pub async fn instantiate(&self, call: CallContext) -> wasmtime::Result<HandlerInstance> {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(self.limits.max_resources);
+        let state = HandlerState {
+            wasi: WasiCtx::builder().build(),
+            table,
+            storage: StorageCtx::new(self.service.clone(), call),
+            limits: self.limits.store_limits(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_trap();
+        let budget = epoch_ticks(self.limits.max_run_time);
+        store.set_epoch_deadline(budget);
+        let handler = self.pre.instantiate_async(&mut store).await?;
+        Ok(HandlerInstance {
+            store,
+            handler,
+            budget,
+        })
+    }
+}
+
+/// One instance of a handler: call [`HandlerInstance::handle`] as often as needed.
+pub struct HandlerInstance {
+    store: Store<HandlerState>,
+    handler: bindings::Handler,
+    /// Epoch ticks each call may run.
+    budget: u64,
+}
+
+impl std::fmt::Debug for HandlerInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlerInstance")
+            .field("call", self.call())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HandlerInstance {
+    /// The caller the instance acts for.
+    pub fn call(&self) -> &CallContext {
+        self.store.data().storage.call()
+    }
+
+    /// Calls the guest's `handle`, with a fresh time budget. The outer error is a trap (the
+    /// instance must not be used again); the inner one the operation's failure, reported by the
+    /// guest.
+    pub async fn handle(
+        &mut self,
+        op: &str,
+        namespace: &str,
+        key: &str,
+        value: &str,
+        revision: u64,
+    ) -> wasmtime::Result<Result<(), String>> {
+        self.store.set_epoch_deadline(self.budget);
+        self.handler
+            .call_handle(&mut self.store, op, namespace, key, value, revision)
+            .await
+    }
+}
