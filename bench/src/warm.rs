@@ -40,8 +40,7 @@ impl WarmHandlers {
         value: &str,
         revision: u64,
     ) -> anyhow::Result<()> {
-        let idle = self.take(install);
-        let mut instance = match idle {
+        let mut instance = match self.take(install) {
             Some(instance) => instance,
             None => self
                 .runner

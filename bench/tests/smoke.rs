@@ -310,6 +310,7 @@ async fn warm_instances_serve_only_their_own_install() {
             .unwrap();
     }
     assert_eq!(warm.idle_instances(), 1);
+    // b gets an instance of its own: one of a's would act as a and find k0.
     let missing = warm.handle("b", "get", NAMESPACE, "k0", "", 0).await;
     let message = missing.expect_err("b has no k0").to_string();
     assert!(

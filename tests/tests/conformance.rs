@@ -262,9 +262,14 @@ async fn bench_op_on(engine: Engine) {
             .unwrap();
         assert_eq!(outcome.success(), i < 4, "{args:?}: {outcome:?}");
     }
+    assert_bench_record_at_second_revision(&store, &call).await;
+}
+
+/// The record both bench guests leave: the first update landed, the stale one did not.
+async fn assert_bench_record_at_second_revision(store: &TestStore, call: &CallContext) {
     let record = store
         .service()
-        .get(&call, "bench", "k")
+        .get(call, "bench", "k")
         .await
         .unwrap()
         .unwrap();
@@ -323,14 +328,7 @@ async fn bench_handler_on(engine: Engine) {
             _ => panic!("{op} {key}: {outcome:?}, expected {expected:?}"),
         }
     }
-    let record = store
-        .service()
-        .get(&call, "bench", "k")
-        .await
-        .unwrap()
-        .unwrap();
-    let value: serde_json::Value = serde_json::from_str(record.value.as_deref().unwrap()).unwrap();
-    assert_eq!((value, record.revision), (serde_json::json!({"v": 2}), 2));
+    assert_bench_record_at_second_revision(&store, &call).await;
     // Another install's instance of the same component sees none of it.
     let mut other = runner.instantiate(granted("t", "j")).await.unwrap();
     let missing = other.handle("get", "bench", "k", "", 0).await.unwrap();
