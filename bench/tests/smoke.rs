@@ -318,15 +318,33 @@ async fn warm_instances_serve_only_their_own_install() {
         "{message}"
     );
     assert_eq!(warm.idle_instances(), 2);
-    // Requests of one install at once take an instance each, and all stay warm.
-    let (first, second) = tokio::join!(
-        warm.handle("a", "get", NAMESPACE, "k1", "", 0),
-        warm.handle("a", "list", NAMESPACE, "-", "", 0),
+    // Requests of one install at once take an instance each, and all stay warm. A row lock
+    // holds an update of k1 mid-call (its instance taken) while a get of a runs: left to
+    // timing, the update could finish first and hand its instance on.
+    let mut holder = db.client().await;
+    let hold = holder.transaction().await.unwrap();
+    hold.execute(
+        "SELECT 1 FROM ext_storage_records WHERE tenant_id = $1 \
+         AND extension_install_id = 'a' AND namespace = $2 AND key = 'k1' FOR UPDATE",
+        &[&TENANT, &NAMESPACE],
+    )
+    .await
+    .unwrap();
+    let watcher = db.client().await;
+    let (update, ()) = tokio::join!(
+        warm.handle("a", "update", NAMESPACE, "k1", "{\"i\":10}", 1),
+        async {
+            alga_storage_tests::wait_for_lock_waits(&watcher, 1).await;
+            warm.handle("a", "get", NAMESPACE, "k0", "", 0)
+                .await
+                .unwrap();
+            // The get made a second instance of a and put it back; the update holds the first.
+            assert_eq!(warm.idle_instances(), 2);
+            hold.commit().await.unwrap();
+        },
     );
-    first.unwrap();
-    second.unwrap();
-    // The first request held a's instance while it waited on the database, so the second made
-    // another: a has two, b one.
+    update.unwrap();
+    // a has two, b one.
     assert_eq!(warm.idle_instances(), 3);
     let call = alga_storage_bench::target::call("a");
     let page = service
