@@ -3,6 +3,7 @@
 //! full-stack / raw ratio. See `docs/performance.md`.
 
 pub mod cpu;
+pub mod handlers;
 pub mod http_client;
 pub mod raw;
 pub mod report;
@@ -11,7 +12,6 @@ pub mod rls;
 pub mod run;
 pub mod scaling;
 pub mod target;
-pub mod warm;
 pub mod workload;
 
 use std::sync::Arc;

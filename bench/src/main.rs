@@ -24,7 +24,7 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     installs: usize,
     /// Paths besides raw.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [PathKind::Bare, PathKind::Service, PathKind::Wasm, PathKind::WasmWarm, PathKind::Rest])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [PathKind::Bare, PathKind::Service, PathKind::Wasm, PathKind::WasmExport, PathKind::WasmWarm, PathKind::Rest])]
     paths: Vec<PathKind>,
     /// Workloads.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Workload::Insert, Workload::Update, Workload::UpdateValidated, Workload::Get, Workload::List, Workload::Mix])]

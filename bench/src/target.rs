@@ -12,6 +12,8 @@ use alga_storage::{CallContext, Limits, STORAGE_CAPABILITY, StorageService};
 use deadpool_postgres::Pool;
 use serde::Serialize;
 
+use crate::handlers::Handlers;
+
 /// Which path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -20,8 +22,12 @@ pub enum PathKind {
     Service,
     /// A guest component instantiated per operation (from `InstancePre`, pooling allocator).
     Wasm,
-    /// A guest component kept warm: one instance per install, called per operation
-    /// (`crate::warm`).
+    /// A guest component's export called on an instance per operation (from `InstancePre`,
+    /// pooling allocator), as a Runner instantiating per request calls its handler
+    /// (`crate::handlers`).
+    WasmExport,
+    /// The same export on warm instances: one per install, called for its operations
+    /// (`crate::handlers`).
     WasmWarm,
     /// The REST gateway over loopback HTTP, as an iframe calls it (one keep-alive client).
     Rest,
@@ -53,8 +59,8 @@ pub enum Target {
     Service(Box<StorageService>),
     /// Through a guest component.
     Wasm(Box<(CommandRunner, PreparedCommand)>),
-    /// Through warm instances of a guest component.
-    WasmWarm(Box<crate::warm::WarmHandlers>),
+    /// Through a guest component's export, on an instance per operation or warm ones.
+    Handler(Box<Handlers>),
     /// The REST gateway.
     Rest(Box<crate::rest::RestTarget>),
     /// Hand-written SQL.
@@ -90,9 +96,8 @@ impl Target {
                 let prepared = runner.prepare(&component).map_err(wasm_error)?;
                 Target::Wasm(Box::new((runner, prepared)))
             }
-            PathKind::WasmWarm => {
-                Target::WasmWarm(Box::new(crate::warm::WarmHandlers::new(service)?))
-            }
+            PathKind::WasmExport => Target::Handler(Box::new(Handlers::per_operation(service)?)),
+            PathKind::WasmWarm => Target::Handler(Box::new(Handlers::warm(service)?)),
             PathKind::Rest => {
                 Target::Rest(Box::new(crate::rest::RestTarget::start(service).await?))
             }
@@ -130,12 +135,13 @@ impl Target {
                 all.extend(args.into_iter().skip(1));
                 run_wasm(wasm, req.install, all).await?;
             }
-            Target::WasmWarm(warm) => {
+            Target::Handler(handlers) => {
                 let (op, revision) = match req.precondition {
                     Precondition::Revision(r) => ("update", r),
                     _ => ("insert", 0),
                 };
-                warm.handle(req.install, op, req.namespace, req.key, req.value, revision)
+                handlers
+                    .handle(req.install, op, req.namespace, req.key, req.value, revision)
                     .await?;
             }
             Target::Rest(rest) => rest.put(req).await?,
@@ -159,8 +165,9 @@ impl Target {
                 let args = vec!["get".into(), req.namespace.into(), req.key.into()];
                 run_wasm(wasm, req.install, args).await?;
             }
-            Target::WasmWarm(warm) => {
-                warm.handle(req.install, "get", req.namespace, req.key, "", 0)
+            Target::Handler(handlers) => {
+                handlers
+                    .handle(req.install, "get", req.namespace, req.key, "", 0)
                     .await?;
             }
             Target::Rest(rest) => rest.get(req).await?,
@@ -187,8 +194,9 @@ impl Target {
                 let args = vec!["list".into(), req.namespace.into(), "-".into()];
                 run_wasm(wasm, req.install, args).await?;
             }
-            Target::WasmWarm(warm) => {
-                warm.handle(req.install, "list", req.namespace, "-", "", 0)
+            Target::Handler(handlers) => {
+                handlers
+                    .handle(req.install, "list", req.namespace, "-", "", 0)
                     .await?;
             }
             Target::Rest(rest) => rest.list(req).await?,

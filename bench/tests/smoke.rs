@@ -23,6 +23,7 @@ async fn every_configuration_runs_without_errors() {
             PathKind::Bare,
             PathKind::Service,
             PathKind::Wasm,
+            PathKind::WasmExport,
             PathKind::WasmWarm,
             PathKind::Rest,
             PathKind::RawRls,
@@ -45,9 +46,9 @@ async fn every_configuration_runs_without_errors() {
     let report = run_suite(&config, |_| {}).await.unwrap();
     assert_eq!(report.pool_size, 2);
     let local = server_is_on_this_machine().await;
-    // 2 spreads × 6 workloads × 2 concurrencies × (raw, service, wasm, wasm-warm, rest, raw-rls)
-    // + bare for 2 workloads.
-    assert_eq!(report.runs.len(), 2 * 6 * 2 * 6 + 2 * 2 * 2);
+    // 2 spreads × 6 workloads × 2 concurrencies × (raw, service, wasm, wasm-export, wasm-warm,
+    // rest, raw-rls) + bare for 2 workloads.
+    assert_eq!(report.runs.len(), 2 * 6 * 2 * 7 + 2 * 2 * 2);
     for run in &report.runs {
         assert!(run.ops > 0, "{run:?}");
         assert_eq!(run.errors, 0, "{run:?}");
@@ -88,6 +89,7 @@ async fn every_path_writes_past_the_default_quotas() {
     for path in [
         PathKind::Service,
         PathKind::Wasm,
+        PathKind::WasmExport,
         PathKind::WasmWarm,
         PathKind::Rest,
     ] {
@@ -301,7 +303,7 @@ async fn the_meter_counts_the_servers_cpu_time() {
 async fn warm_instances_serve_only_their_own_install() {
     let db = alga_storage_tests::TestDb::new_on(&alga_storage_tests::admin_url()).await;
     let service = db.service();
-    let warm = alga_storage_bench::warm::WarmHandlers::new(service.clone()).unwrap();
+    let warm = alga_storage_bench::handlers::Handlers::warm(service.clone()).unwrap();
     assert_eq!(warm.idle_instances(), 0);
     for i in 0..3 {
         let value = format!("{{\"i\":{i}}}");
@@ -352,4 +354,39 @@ async fn warm_instances_serve_only_their_own_install() {
         .await
         .unwrap();
     assert_eq!(page.entries.len(), 3);
+}
+
+/// The export path makes an instance per operation and keeps none: each acts only for the
+/// install of its request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_instances_live_for_one_operation() {
+    let db = alga_storage_tests::TestDb::new_on(&alga_storage_tests::admin_url()).await;
+    let handlers = alga_storage_bench::handlers::Handlers::per_operation(db.service()).unwrap();
+    handlers
+        .handle("a", "insert", NAMESPACE, "k", "{\"v\":1}", 0)
+        .await
+        .unwrap();
+    handlers
+        .handle("a", "update", NAMESPACE, "k", "{\"v\":2}", 1)
+        .await
+        .unwrap();
+    let stale = handlers
+        .handle("a", "update", NAMESPACE, "k", "{\"v\":3}", 1)
+        .await
+        .expect_err("k is at revision 2")
+        .to_string();
+    assert!(stale.contains("update bench/k failed: "), "{stale}");
+    let missing = handlers.handle("b", "get", NAMESPACE, "k", "", 0).await;
+    let message = missing.expect_err("b has no k").to_string();
+    assert!(message.contains("get bench/k failed: missing"), "{message}");
+    assert_eq!(handlers.idle_instances(), 0);
+    let record = db
+        .service()
+        .get(&alga_storage_bench::target::call("a"), NAMESPACE, "k")
+        .await
+        .unwrap()
+        .expect("a's k");
+    assert_eq!(record.revision, 2);
+    let value: serde_json::Value = serde_json::from_str(record.value.as_deref().unwrap()).unwrap();
+    assert_eq!(value, serde_json::json!({"v": 2}));
 }

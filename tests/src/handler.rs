@@ -1,10 +1,11 @@
 //! The host side of the fixtures' `handler` world (`fixtures/wit/handler.wit`): a component
-//! instantiated once for an install and called per request, as a Runner that keeps instances
-//! warm uses an extension. The load harness's `wasm-warm` path runs `BENCH_HANDLER` through it.
+//! whose `handle` export a Runner calls per request, on a new instance or on one kept warm for
+//! the install. The load harness's `wasm-export` and `wasm-warm` paths run `BENCH_HANDLER`
+//! through it.
 
 use std::sync::Arc;
 
-use alga_storage::wasm::command::{GuestLimits, epoch_ticks, start_epoch_ticker};
+use alga_storage::wasm::command::{GuestLimits, epoch_ticks, pooling_config, start_epoch_ticker};
 use alga_storage::wasm::{StorageCtx, StorageView};
 use alga_storage::{CallContext, StorageService};
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -64,10 +65,27 @@ impl std::fmt::Debug for HandlerRunner {
 
 impl HandlerRunner {
     /// Compiles the component at `path` and links it to WASI and `service`. Instances are
-    /// allocated on demand: a warm instance is made once per install, and its store keeps the
-    /// fiber stack of its calls.
+    /// allocated on demand: for warm instances, made once per install (a store keeps the
+    /// fiber stack of its calls).
     pub fn new(service: StorageService, path: &str) -> wasmtime::Result<Self> {
-        let mut config = Config::new();
+        Self::with_config(service, path, Config::new())
+    }
+
+    /// As [`HandlerRunner::new`], with instances from the pooling allocator sized for
+    /// `max_instances` live ones: for an instance per request.
+    pub fn pooled(
+        service: StorageService,
+        path: &str,
+        max_instances: u32,
+    ) -> wasmtime::Result<Self> {
+        Self::with_config(service, path, pooling_config(max_instances))
+    }
+
+    fn with_config(
+        service: StorageService,
+        path: &str,
+        mut config: Config,
+    ) -> wasmtime::Result<Self> {
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         let engine = Engine::new(&config)?;

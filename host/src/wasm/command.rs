@@ -201,6 +201,36 @@ impl std::fmt::Debug for InstantiatedCommand {
     }
 }
 
+/// An engine configuration with the pooling instance allocator sized for `max_instances` live
+/// instances, each slot reset in place where the kernel allows: what [`CommandRunner::pooled`]
+/// uses, for Runners that link their own worlds.
+pub fn pooling_config(max_instances: u32) -> Config {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(max_instances)
+        .total_core_instances(max_instances * 4)
+        .total_memories(max_instances * 2)
+        .total_tables(max_instances * 2)
+        .max_memory_size(128 << 20);
+    // Returning a slot decommits what is not kept resident, and every decommit flushes the
+    // TLB of each core: batched, one flush serves many instances (+12 % wasm get in the
+    // harness, c16).
+    pool.decommit_batch_size((max_instances as usize / 2).clamp(1, 64));
+    // Where the kernel can say which pages an instance dirtied (Linux 6.7+, PAGEMAP_SCAN),
+    // only those are reset, in place, and the slot stays mapped: the next instance takes no
+    // page fault and no TLB flush. Without it every written page faults again, and a
+    // copy-on-write fault interrupts the other cores (+40 % wasm get in the harness, c16).
+    // Per warm slot, at most these many dirtied bytes stay resident. Without the scan,
+    // keeping memory resident means zeroing all of it, which measured no better.
+    if PoolingAllocationConfig::is_pagemap_scan_available() {
+        pool.pagemap_scan(Enabled::Yes)
+            .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
+            .table_keep_resident(KEEP_RESIDENT_TABLE);
+    }
+    let mut config = Config::new();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
 impl CommandRunner {
     /// A runner whose components use `service`, with on-demand instance allocation and the
     /// default [`GuestLimits`].
@@ -216,32 +246,9 @@ impl CommandRunner {
     }
 
     /// A runner with the pooling instance allocator sized for `max_instances` live instances:
-    /// what a Runner serving many short requests uses.
+    /// what a Runner serving many short requests uses ([`pooling_config`]).
     pub fn pooled(service: StorageService, max_instances: u32) -> wasmtime::Result<Self> {
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(max_instances)
-            .total_core_instances(max_instances * 4)
-            .total_memories(max_instances * 2)
-            .total_tables(max_instances * 2)
-            .max_memory_size(128 << 20);
-        // Returning a slot decommits what is not kept resident, and every decommit flushes the
-        // TLB of each core: batched, one flush serves many instances (+12 % wasm get in the
-        // harness, c16).
-        pool.decommit_batch_size((max_instances as usize / 2).clamp(1, 64));
-        // Where the kernel can say which pages an instance dirtied (Linux 6.7+, PAGEMAP_SCAN),
-        // only those are reset, in place, and the slot stays mapped: the next instance takes no
-        // page fault and no TLB flush. Without it every written page faults again, and a
-        // copy-on-write fault interrupts the other cores (+40 % wasm get in the harness, c16).
-        // Per warm slot, at most these many dirtied bytes stay resident. Without the scan,
-        // keeping memory resident means zeroing all of it, which measured no better.
-        if PoolingAllocationConfig::is_pagemap_scan_available() {
-            pool.pagemap_scan(Enabled::Yes)
-                .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
-                .table_keep_resident(KEEP_RESIDENT_TABLE);
-        }
-        let mut config = Config::new();
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        Self::with_config(service, &config)
+        Self::with_config(service, &pooling_config(max_instances))
     }
 
     fn with_config(service: StorageService, config: &Config) -> wasmtime::Result<Self> {

@@ -1,9 +1,10 @@
-//! The `wasm-warm` path: the harness's handler guest kept warm, one instance per install reused
-//! for that install's requests (as a Runner that keeps instances warm would), against the `wasm`
-//! path's instance per operation.
+//! The paths through the harness's handler guest, whose `handle` export does one operation:
+//! `wasm-export` makes an instance per operation (from `InstancePre`, pooling allocator), as a
+//! Runner that instantiates per request calls its handler; `wasm-warm` keeps instances warm,
+//! one per install reused for that install's requests, as a Runner that keeps instances would.
 //!
-//! An instance serves one install only: guest memory lives on between requests, so sharing an
-//! instance across installs would let one install's data reach another.
+//! A warm instance serves one install only: guest memory lives on between requests, so sharing
+//! an instance across installs would let one install's data reach another.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,26 +12,46 @@ use std::sync::Mutex;
 use alga_storage::StorageService;
 use alga_storage_tests::handler::{HandlerInstance, HandlerRunner};
 
-/// The handler component and the idle instances of each install.
-pub struct WarmHandlers {
+/// Live instances the `wasm-export` path's pool holds at most (the harness runs up to 64
+/// operations at once).
+const POOLED_INSTANCES: u32 = 256;
+
+/// The handler component and, when instances are kept warm, the idle instances of each install.
+pub struct Handlers {
     runner: HandlerRunner,
+    /// Whether an instance is put back for its install's next request, or dropped.
+    keep_warm: bool,
     /// Idle instances by install; a request takes one (or makes one) and puts it back. An
     /// install has as many as it had requests at once.
     idle: Mutex<HashMap<String, Vec<HandlerInstance>>>,
 }
 
-impl WarmHandlers {
-    /// Compiles the harness's handler guest over `service`.
-    pub fn new(service: StorageService) -> anyhow::Result<Self> {
+impl Handlers {
+    /// Instances kept warm per install, allocated on demand (each made once per install).
+    pub fn warm(service: StorageService) -> anyhow::Result<Self> {
         let runner = HandlerRunner::new(service, alga_storage_tests::BENCH_HANDLER)
             .map_err(crate::target::wasm_error)?;
-        Ok(Self {
-            runner,
-            idle: Mutex::new(HashMap::new()),
-        })
+        Ok(Self::with_runner(runner, true))
     }
 
-    /// Runs one operation on a warm instance of `install` (made on its first request).
+    /// An instance per operation, from the pooling allocator.
+    pub fn per_operation(service: StorageService) -> anyhow::Result<Self> {
+        let runner =
+            HandlerRunner::pooled(service, alga_storage_tests::BENCH_HANDLER, POOLED_INSTANCES)
+                .map_err(crate::target::wasm_error)?;
+        Ok(Self::with_runner(runner, false))
+    }
+
+    fn with_runner(runner: HandlerRunner, keep_warm: bool) -> Self {
+        Self {
+            runner,
+            keep_warm,
+            idle: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs one operation on an instance of `install`: a warm one if there is one idle, else
+    /// a new one.
     pub async fn handle(
         &self,
         install: &str,
@@ -40,7 +61,12 @@ impl WarmHandlers {
         value: &str,
         revision: u64,
     ) -> anyhow::Result<()> {
-        let mut instance = match self.take(install) {
+        let idle = if self.keep_warm {
+            self.take(install)
+        } else {
+            None
+        };
+        let mut instance = match idle {
             Some(instance) => instance,
             None => self
                 .runner
@@ -53,7 +79,9 @@ impl WarmHandlers {
             .handle(op, namespace, key, value, revision)
             .await
             .map_err(crate::target::wasm_error)?;
-        self.put_back(install, instance);
+        if self.keep_warm {
+            self.put_back(install, instance);
+        }
         outcome.map_err(|e| anyhow::anyhow!("guest failed: {e}"))
     }
 
