@@ -12,10 +12,6 @@ use std::sync::Mutex;
 use alga_storage::StorageService;
 use alga_storage_tests::handler::{HandlerInstance, HandlerRunner};
 
-/// Live instances the `wasm-export` path's pool holds at most (the harness runs up to 64
-/// operations at once).
-const POOLED_INSTANCES: u32 = 256;
-
 /// The handler component and, when instances are kept warm, the idle instances of each install.
 pub struct Handlers {
     runner: HandlerRunner,
@@ -36,9 +32,12 @@ impl Handlers {
 
     /// An instance per operation, from the pooling allocator.
     pub fn per_operation(service: StorageService) -> anyhow::Result<Self> {
-        let runner =
-            HandlerRunner::pooled(service, alga_storage_tests::BENCH_HANDLER, POOLED_INSTANCES)
-                .map_err(crate::target::wasm_error)?;
+        let runner = HandlerRunner::pooled(
+            service,
+            alga_storage_tests::BENCH_HANDLER,
+            crate::target::POOLED_INSTANCES,
+        )
+        .map_err(crate::target::wasm_error)?;
         Ok(Self::with_runner(runner, false))
     }
 

@@ -14,6 +14,10 @@ use serde::Serialize;
 
 use crate::handlers::Handlers;
 
+/// Live instances the per-operation wasm paths' pools hold at most (the harness runs up to 64
+/// operations at once).
+pub const POOLED_INSTANCES: u32 = 256;
+
 /// Which path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -90,7 +94,8 @@ impl Target {
         Ok(match kind {
             PathKind::Service => Target::Service(Box::new(service)),
             PathKind::Wasm => {
-                let runner = CommandRunner::pooled(service, 256).map_err(wasm_error)?;
+                let runner =
+                    CommandRunner::pooled(service, POOLED_INSTANCES).map_err(wasm_error)?;
                 let bytes = std::fs::read(alga_storage_tests::BENCH_OP)?;
                 let component = runner.compile(&bytes).map_err(wasm_error)?;
                 let prepared = runner.prepare(&component).map_err(wasm_error)?;

@@ -152,7 +152,9 @@ impl HandlerInstance {
 
     /// Calls the guest's `handle`, with a fresh time budget. The outer error is a trap (the
     /// instance must not be used again); the inner one the operation's failure, reported by the
-    /// guest.
+    /// guest. Only the epoch deadline bounds the call: unlike `InstantiatedCommand::run`, no
+    /// timer stops a guest waiting in a host call (the harness's guest makes storage calls
+    /// only); a Runner serving arbitrary guests adds one (`docs/operations.md`).
     pub async fn handle(
         &mut self,
         op: &str,

@@ -207,9 +207,9 @@ impl std::fmt::Debug for InstantiatedCommand {
 pub fn pooling_config(max_instances: u32) -> Config {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(max_instances)
-        .total_core_instances(max_instances * 4)
-        .total_memories(max_instances * 2)
-        .total_tables(max_instances * 2)
+        .total_core_instances(max_instances.saturating_mul(4))
+        .total_memories(max_instances.saturating_mul(2))
+        .total_tables(max_instances.saturating_mul(2))
         .max_memory_size(128 << 20);
     // Returning a slot decommits what is not kept resident, and every decommit flushes the
     // TLB of each core: batched, one flush serves many instances (+12 % wasm get in the
