@@ -131,20 +131,12 @@ impl Target {
                     .await?;
             }
             Target::Wasm(wasm) => {
-                let args = match req.precondition {
-                    Precondition::Revision(r) => vec!["update".into(), r.to_string()],
-                    _ => vec!["insert".into()],
-                };
-                let mut all = vec![args[0].clone(), req.namespace.into(), req.key.into()];
-                all.push(req.value.into());
-                all.extend(args.into_iter().skip(1));
-                run_wasm(wasm, req.install, all).await?;
+                let (op, revision) = guest_write(req.precondition);
+                let args = [op, req.namespace, req.key, req.value, &revision.to_string()];
+                run_wasm(wasm, req.install, args.map(String::from).into()).await?;
             }
             Target::Handler(handlers) => {
-                let (op, revision) = match req.precondition {
-                    Precondition::Revision(r) => ("update", r),
-                    _ => ("insert", 0),
-                };
+                let (op, revision) = guest_write(req.precondition);
                 handlers
                     .handle(req.install, op, req.namespace, req.key, req.value, revision)
                     .await?;
@@ -209,6 +201,14 @@ impl Target {
             Target::RawRls(pool) => crate::raw::list(pool, req, true).await?,
         }
         Ok(())
+    }
+}
+
+/// The bench guests' operation for a write with `precondition`, and the revision it expects.
+fn guest_write(precondition: Precondition) -> (&'static str, u64) {
+    match precondition {
+        Precondition::Revision(r) => ("update", r),
+        _ => ("insert", 0),
     }
 }
 

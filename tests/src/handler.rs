@@ -5,12 +5,14 @@
 
 use std::sync::Arc;
 
-use alga_storage::wasm::command::{GuestLimits, epoch_ticks, pooling_config, start_epoch_ticker};
-use alga_storage::wasm::{StorageCtx, StorageView};
+use alga_storage::wasm::StorageCtx;
+use alga_storage::wasm::command::{
+    GuestLimits, GuestState, epoch_ticks, pooling_config, start_epoch_ticker,
+};
 use alga_storage::{CallContext, StorageService};
-use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::WasiCtx;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -22,35 +24,11 @@ mod bindings {
     });
 }
 
-/// Store data of a handler instance: WASI (the guest's standard library imports it), storage,
-/// and the instance's limits.
-pub struct HandlerState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    storage: StorageCtx,
-    limits: StoreLimits,
-}
-
-impl WasiView for HandlerState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl StorageView for HandlerState {
-    fn storage(&mut self) -> &mut StorageCtx {
-        &mut self.storage
-    }
-}
-
 /// A handler component, compiled and linked once. Its instances have the limits of the
 /// command runner's ([`GuestLimits::DEFAULT`]), the time budget per call.
 pub struct HandlerRunner {
     engine: Engine,
-    pre: bindings::HandlerPre<HandlerState>,
+    pre: bindings::HandlerPre<GuestState>,
     service: StorageService,
     limits: GuestLimits,
     /// Keeps the epoch ticker thread alive while the runner exists.
@@ -106,31 +84,22 @@ impl HandlerRunner {
 
     /// A new instance acting as `call`.
     pub async fn instantiate(&self, call: CallContext) -> wasmtime::Result<HandlerInstance> {
-        let mut table = ResourceTable::new();
-        table.set_max_capacity(self.limits.max_resources);
-        let state = HandlerState {
-            wasi: WasiCtx::builder().build(),
-            table,
-            storage: StorageCtx::new(self.service.clone(), call),
-            limits: self.limits.store_limits(),
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limits);
-        store.epoch_deadline_trap();
-        let budget = epoch_ticks(self.limits.max_run_time);
-        store.set_epoch_deadline(budget);
+        let storage = StorageCtx::new(self.service.clone(), call);
+        let mut store = self
+            .limits
+            .store(&self.engine, WasiCtx::builder().build(), storage);
         let handler = self.pre.instantiate_async(&mut store).await?;
         Ok(HandlerInstance {
             store,
             handler,
-            budget,
+            budget: epoch_ticks(self.limits.max_run_time),
         })
     }
 }
 
 /// One instance of a handler: call [`HandlerInstance::handle`] as often as needed.
 pub struct HandlerInstance {
-    store: Store<HandlerState>,
+    store: Store<GuestState>,
     handler: bindings::Handler,
     /// Epoch ticks each call may run.
     budget: u64,
@@ -147,7 +116,7 @@ impl std::fmt::Debug for HandlerInstance {
 impl HandlerInstance {
     /// The caller the instance acts for.
     pub fn call(&self) -> &CallContext {
-        self.store.data().storage.call()
+        self.store.data().call()
     }
 
     /// Calls the guest's `handle`, with a fresh time budget. The outer error is a trap (the

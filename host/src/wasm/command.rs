@@ -68,7 +68,27 @@ impl GuestLimits {
 }
 
 impl GuestLimits {
-    /// The store limiter that holds one instance to these limits (`Store::limiter`).
+    /// A store for one instance held to these limits: its memory and tables (the limiter), its
+    /// host resources, and its time (an epoch deadline of the whole budget, which traps; set
+    /// a fresh one before each call on an instance that serves several).
+    pub fn store(&self, engine: &Engine, wasi: WasiCtx, storage: StorageCtx) -> Store<GuestState> {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(self.max_resources);
+        let state = GuestState {
+            wasi,
+            table,
+            storage,
+            limits: self.store_limits(),
+        };
+        let mut store = Store::new(engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(epoch_ticks(self.max_run_time));
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// The store limiter that holds one instance to these limits (`Store::limiter`), for a
+    /// Runner's own store data.
     pub fn store_limits(&self) -> StoreLimits {
         StoreLimitsBuilder::new()
             .memory_size(self.max_memory_bytes)
@@ -105,15 +125,23 @@ impl Default for GuestLimits {
     }
 }
 
-/// Store data of one command run: WASI plus storage, and the store's limits.
-struct RunState {
+/// Store data of one guest instance: WASI plus storage, and the store's limits. Made by
+/// [`GuestLimits::store`]; a Runner whose instances need nothing else can link against it.
+pub struct GuestState {
     wasi: WasiCtx,
     table: ResourceTable,
     storage: StorageCtx,
     limits: StoreLimits,
 }
 
-impl WasiView for RunState {
+impl GuestState {
+    /// The caller the instance acts for.
+    pub fn call(&self) -> &CallContext {
+        self.storage.call()
+    }
+}
+
+impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
             ctx: &mut self.wasi,
@@ -122,7 +150,7 @@ impl WasiView for RunState {
     }
 }
 
-impl StorageView for RunState {
+impl StorageView for GuestState {
     fn storage(&mut self) -> &mut StorageCtx {
         &mut self.storage
     }
@@ -160,7 +188,7 @@ pub struct RunOptions {
 /// Compiles and runs command components against one storage service.
 pub struct CommandRunner {
     engine: Engine,
-    linker: Linker<RunState>,
+    linker: Linker<GuestState>,
     service: StorageService,
     limits: GuestLimits,
     /// Keeps the epoch ticker thread alive while the runner or any of its instances exists.
@@ -176,7 +204,7 @@ impl std::fmt::Debug for CommandRunner {
 /// A component linked once ([`wasmtime::component::InstancePre`]): instantiating it again is
 /// cheap, as a Runner does per request.
 pub struct PreparedCommand {
-    pre: CommandPre<RunState>,
+    pre: CommandPre<GuestState>,
 }
 
 impl std::fmt::Debug for PreparedCommand {
@@ -187,7 +215,7 @@ impl std::fmt::Debug for PreparedCommand {
 
 /// An instantiated command, ready to run once.
 pub struct InstantiatedCommand {
-    store: Store<RunState>,
+    store: Store<GuestState>,
     command: Command,
     pipes: Option<(MemoryOutputPipe, MemoryOutputPipe)>,
     max_run_time: Duration,
@@ -305,19 +333,9 @@ impl CommandRunner {
             wasi.inherit_stdout().inherit_stderr();
             None
         };
-        let mut table = ResourceTable::new();
-        table.set_max_capacity(self.limits.max_resources);
-        let state = RunState {
-            wasi: wasi.build(),
-            table,
-            storage: StorageCtx::new(self.service.clone(), call),
-            limits: self.limits.store_limits(),
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limits);
+        let storage = StorageCtx::new(self.service.clone(), call);
         // Instantiation has the whole budget too; `run` starts a fresh one.
-        store.set_epoch_deadline(epoch_ticks(self.limits.max_run_time));
-        store.epoch_deadline_trap();
+        let mut store = self.limits.store(&self.engine, wasi.build(), storage);
         let command = prepared.pre.instantiate_async(&mut store).await?;
         Ok(InstantiatedCommand {
             store,
