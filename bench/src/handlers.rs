@@ -6,20 +6,25 @@
 //! A warm instance serves one install only: guest memory lives on between requests, so sharing
 //! an instance across installs would let one install's data reach another.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::time::Instant;
 
 use alga_storage::StorageService;
+use alga_storage::wasm::warm::{WarmInstances, WarmLimits};
 use alga_storage_tests::handler::{HandlerInstance, HandlerRunner};
+
+/// The warm path keeps every instance the harness's workers leave idle, for any number of
+/// installs and workers: it measures reuse, not eviction.
+const WARM_LIMITS: WarmLimits = WarmLimits {
+    max_idle_per_install: usize::MAX,
+    max_idle: usize::MAX,
+};
 
 /// The handler component and, when instances are kept warm, the idle instances of each install.
 pub struct Handlers {
     runner: HandlerRunner,
-    /// Whether an instance is put back for its install's next request, or dropped.
-    keep_warm: bool,
-    /// Idle instances by install; a request takes one (or makes one) and puts it back. An
-    /// install has as many as it had requests at once.
-    idle: Mutex<HashMap<String, Vec<HandlerInstance>>>,
+    /// Idle instances by install, when instances are kept warm; else each is dropped after its
+    /// operation.
+    warm: Option<WarmInstances<HandlerInstance>>,
 }
 
 impl Handlers {
@@ -27,7 +32,10 @@ impl Handlers {
     pub fn warm(service: StorageService) -> anyhow::Result<Self> {
         let runner = HandlerRunner::new(service, alga_storage_tests::BENCH_HANDLER)
             .map_err(crate::target::wasm_error)?;
-        Ok(Self::with_runner(runner, true))
+        Ok(Self {
+            runner,
+            warm: Some(WarmInstances::new(WARM_LIMITS)),
+        })
     }
 
     /// An instance per operation, from the pooling allocator.
@@ -38,19 +46,11 @@ impl Handlers {
             crate::target::POOLED_INSTANCES,
         )
         .map_err(crate::target::wasm_error)?;
-        Ok(Self::with_runner(runner, false))
+        Ok(Self { runner, warm: None })
     }
 
-    fn with_runner(runner: HandlerRunner, keep_warm: bool) -> Self {
-        Self {
-            runner,
-            keep_warm,
-            idle: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Runs one operation on an instance of `install`: a warm one if there is one idle, else
-    /// a new one.
+    /// Runs one operation on an instance of `install`: a warm one if there is one idle (acting
+    /// for this request's caller, as a Runner's would), else a new one.
     pub async fn handle(
         &self,
         install: &str,
@@ -60,16 +60,13 @@ impl Handlers {
         value: &str,
         revision: u64,
     ) -> anyhow::Result<()> {
-        let idle = if self.keep_warm {
-            self.take(install)
-        } else {
-            None
-        };
+        let call = crate::target::call(install);
+        let idle = self.warm.as_ref().and_then(|warm| warm.take(&call));
         let mut instance = match idle {
             Some(instance) => instance,
             None => self
                 .runner
-                .instantiate(crate::target::call(install))
+                .instantiate(call)
                 .await
                 .map_err(crate::target::wasm_error)?,
         };
@@ -78,33 +75,48 @@ impl Handlers {
             .handle(op, namespace, key, value, revision)
             .await
             .map_err(crate::target::wasm_error)?;
-        if self.keep_warm {
-            self.put_back(install, instance);
+        if let Some(warm) = &self.warm {
+            warm.put_back(instance);
         }
         outcome.map_err(|e| anyhow::anyhow!("guest failed: {e}"))
     }
 
     /// Idle instances, all installs.
     pub fn idle_instances(&self) -> usize {
-        self.lock().values().map(Vec::len).sum()
+        self.warm.as_ref().map_or(0, WarmInstances::idle)
     }
+}
 
-    fn take(&self, install: &str) -> Option<HandlerInstance> {
-        self.lock().get_mut(install).and_then(Vec::pop)
-    }
-
-    fn put_back(&self, install: &str, instance: HandlerInstance) {
-        let mut idle = self.lock();
-        match idle.get_mut(install) {
-            Some(instances) => instances.push(instance),
-            None => {
-                idle.insert(install.to_owned(), vec![instance]);
-            }
+/// An instance per operation taken apart, with the pooling allocator: `samples` times, the
+/// nanoseconds of making an instance (its store and instantiation), its first call, a second
+/// call on it (a warm call) and dropping it, in that order. The calls are of an operation the
+/// guest refuses before any storage call, so no database is in the figures.
+pub async fn lifecycle_nanos(
+    service: StorageService,
+    samples: usize,
+) -> anyhow::Result<[Vec<u64>; 4]> {
+    let runner = HandlerRunner::pooled(service, alga_storage_tests::BENCH_HANDLER, 16)
+        .map_err(crate::target::wasm_error)?;
+    let call = crate::target::call("lifecycle");
+    let mut nanos: [Vec<u64>; 4] = Default::default();
+    for _ in 0..samples {
+        let mut times = [Instant::now(); 5];
+        let mut instance = runner
+            .instantiate(call.clone())
+            .await
+            .map_err(crate::target::wasm_error)?;
+        times[1] = Instant::now();
+        for called in &mut times[2..4] {
+            let refused = instance.handle("none", "bench", "k", "", 0).await;
+            let refused = refused.map_err(crate::target::wasm_error)?;
+            anyhow::ensure!(refused.is_err(), "the guest did an unknown operation");
+            *called = Instant::now();
+        }
+        drop(instance);
+        times[4] = Instant::now();
+        for (phase, nanos) in nanos.iter_mut().enumerate() {
+            nanos.push((times[phase + 1] - times[phase]).as_nanos() as u64);
         }
     }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<HandlerInstance>>> {
-        // A panic while the map was held cannot leave it half-changed: use it as it is.
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
-    }
+    Ok(nanos)
 }

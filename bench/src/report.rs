@@ -80,6 +80,12 @@ impl Report {
                 "instantiation from InstancePre: pooled p50 {} µs (p99 {} µs), on-demand p50 {} µs ({} samples)\n",
                 i.pooled_p50_us, i.pooled_p99_us, i.on_demand_p50_us, i.samples
             ));
+            let l = &i.lifecycle_p50_ns;
+            let us = |ns: u64| ns as f64 / 1000.0;
+            out.push_str(&format!(
+                "an instance per operation, no storage call (p50): make {:.1} µs, first call {:.1} µs, drop {:.1} µs; a warm call {:.1} µs\n",
+                us(l.make), us(l.first_call), us(l.drop), us(l.warm_call)
+            ));
         }
         if let (Some(a), Some(b)) = (self.rss_kb_start, self.rss_kb_end) {
             out.push_str(&format!(

@@ -39,6 +39,22 @@ pub struct Instantiation {
     pub pooled_p99_us: u64,
     /// Median with on-demand allocation, µs.
     pub on_demand_p50_us: u64,
+    /// An instance per operation taken apart (the handler guest, pooled, no storage call):
+    /// medians of making it, its first call, a second (warm) call and dropping it, ns.
+    pub lifecycle_p50_ns: Lifecycle,
+}
+
+/// Medians of an instance's phases, ns (`handlers::lifecycle_nanos`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Lifecycle {
+    /// Its store and instantiation from `InstancePre`.
+    pub make: u64,
+    /// The first call of its export.
+    pub first_call: u64,
+    /// A second call: what a warm instance costs per request.
+    pub warm_call: u64,
+    /// Dropping it: the store freed, the slot reset and returned.
+    pub drop: u64,
 }
 
 const PAGES: usize = 300;
@@ -100,11 +116,22 @@ pub async fn instantiation(server: &str, samples: usize) -> anyhow::Result<Insta
     let mut pooled = crate::target::instantiation_micros(&db.url, true, samples).await?;
     let mut on_demand = crate::target::instantiation_micros(&db.url, false, samples).await?;
     pooled.sort_unstable();
+    let service = alga_storage::StorageService::new(std::sync::Arc::new(
+        alga_storage::backend::postgres::PgBackend::connect(&db.url, 1)?,
+    ));
+    let [mut make, mut first_call, mut warm_call, mut dropped] =
+        crate::handlers::lifecycle_nanos(service, samples).await?;
     Ok(Instantiation {
         samples,
         pooled_p50_us: median(&mut pooled),
         pooled_p99_us: pooled[(pooled.len() * 99 / 100).min(pooled.len() - 1)],
         on_demand_p50_us: median(&mut on_demand),
+        lifecycle_p50_ns: Lifecycle {
+            make: median(&mut make),
+            first_call: median(&mut first_call),
+            warm_call: median(&mut warm_call),
+            drop: median(&mut dropped),
+        },
     })
 }
 

@@ -63,7 +63,16 @@ async fn every_configuration_runs_without_errors() {
     }
     let scaling = report.list_scaling.as_ref().unwrap();
     assert_eq!((scaling.small_keys, scaling.large_keys), (1_000, 5_000));
-    assert!(report.instantiation.as_ref().unwrap().pooled_p50_us > 0);
+    let instantiation = report.instantiation.as_ref().unwrap();
+    assert!(instantiation.pooled_p50_us > 0);
+    let lifecycle = &instantiation.lifecycle_p50_ns;
+    let phases = [
+        lifecycle.make,
+        lifecycle.first_call,
+        lifecycle.warm_call,
+        lifecycle.drop,
+    ];
+    assert!(phases.iter().all(|&ns| ns > 0), "{lifecycle:?}");
     let table = report.table();
     assert!(table.contains("| Many | Insert | 4 | Service |"), "{table}");
     let json = serde_json::to_value(&report).unwrap();

@@ -5,10 +5,11 @@
 
 use std::sync::Arc;
 
-use alga_storage::wasm::StorageCtx;
 use alga_storage::wasm::command::{
     GuestLimits, GuestState, epoch_ticks, pooling_config, start_epoch_ticker,
 };
+use alga_storage::wasm::warm::WarmInstance;
+use alga_storage::wasm::{OtherInstall, StorageCtx};
 use alga_storage::{CallContext, StorageService};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store};
@@ -119,6 +120,11 @@ impl HandlerInstance {
         self.store.data().call()
     }
 
+    /// The caller of the next request, of the same tenant and install.
+    pub fn set_call(&mut self, call: CallContext) -> Result<(), OtherInstall> {
+        self.store.data_mut().set_call(call)
+    }
+
     /// Calls the guest's `handle`, with a fresh time budget. The outer error is a trap (the
     /// instance must not be used again); the inner one the operation's failure, reported by the
     /// guest. Only the epoch deadline bounds the call: unlike `InstantiatedCommand::run`, no
@@ -136,5 +142,15 @@ impl HandlerInstance {
         self.handler
             .call_handle(&mut self.store, op, namespace, key, value, revision)
             .await
+    }
+}
+
+impl WarmInstance for HandlerInstance {
+    fn call(&self) -> &CallContext {
+        HandlerInstance::call(self)
+    }
+
+    fn set_call(&mut self, call: CallContext) -> Result<(), OtherInstall> {
+        HandlerInstance::set_call(self, call)
     }
 }

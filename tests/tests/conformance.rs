@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use alga_storage::model::AuditQuery;
 use alga_storage::wasm::command::{CommandRunner, GuestLimits, RunOptions, RunOutcome};
+use alga_storage::wasm::warm::{WarmInstances, WarmLimits};
 use alga_storage::{CallContext, Limits};
 use alga_storage_tests::*;
 
@@ -333,6 +334,77 @@ async fn bench_handler_on(engine: Engine) {
     let mut other = runner.instantiate(granted("t", "j")).await.unwrap();
     let missing = other.handle("get", "bench", "k", "", 0).await.unwrap();
     assert_eq!(missing, Err("get bench/k failed: missing".to_owned()));
+}
+
+/// A warm instance serves each request of its install as that request's caller: with its
+/// grants and actor, not those of the request it was made for, and never for another install.
+#[tokio::test]
+async fn warm_instances_act_for_each_request() {
+    for engine in ENGINES {
+        warm_instances_act_for_each_request_on(engine).await;
+    }
+}
+
+async fn warm_instances_act_for_each_request_on(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let runner = handler::HandlerRunner::new(store.service(), BENCH_HANDLER).unwrap();
+    let warm = WarmInstances::new(WarmLimits::DEFAULT);
+    let writer = granted("t", "i").actor("user:writer");
+    let mut instance = runner.instantiate(writer.clone()).await.unwrap();
+    let inserted = instance.handle("insert", "bench", "k", r#"{"v":1}"#, 0);
+    assert_eq!(inserted.await.unwrap(), Ok(()));
+    warm.put_back(instance);
+
+    // A reader of the install gets the warm instance, acting with the reader's grants only.
+    let reader = CallContext::new("t", "i")
+        .grant(alga_storage::STORAGE_READ_CAPABILITY)
+        .actor("user:reader")
+        .request_id("req-2");
+    let mut instance = warm.take(&reader).expect("the writer's instance, idle");
+    assert_eq!(instance.call(), &reader);
+    let read = instance.handle("get", "bench", "k", "", 0).await.unwrap();
+    assert_eq!(read, Ok(()));
+    let denied = instance.handle("update", "bench", "k", r#"{"v":2}"#, 1);
+    let denied = denied.await.unwrap().unwrap_err();
+    assert!(denied.contains("CapabilityDenied"), "{denied}");
+
+    // It cannot be turned to another install, tenant or extension: refused, and it still acts
+    // for the reader.
+    let others = [
+        granted("t", "j"),
+        granted("u", "i"),
+        granted("t", "i").extension("other"),
+    ];
+    for other in others {
+        let refused = instance.set_call(other.clone()).unwrap_err();
+        assert_eq!(refused.refused.install_id, other.install_id);
+        assert_eq!(refused.instance.tenant_id, "t");
+        assert_eq!(instance.call(), &reader);
+    }
+
+    // A second writer's update is recorded as theirs.
+    let second = granted("t", "i").actor("user:second");
+    instance.set_call(second.clone()).unwrap();
+    let updated = instance.handle("update", "bench", "k", r#"{"v":2}"#, 1);
+    assert_eq!(updated.await.unwrap(), Ok(()));
+    warm.put_back(instance);
+    assert_eq!(warm.idle(), 1);
+    let audit = store
+        .service()
+        .audit(&second, &AuditQuery::default())
+        .await
+        .unwrap();
+    let mut actors: Vec<_> = audit
+        .records
+        .iter()
+        .map(|r| (r.actor.as_str(), r.revision))
+        .collect();
+    actors.sort();
+    assert_eq!(
+        actors,
+        [("user:second", Some(2)), ("user:writer", Some(1))],
+        "{engine:?}"
+    );
 }
 
 const PROFILE_SCHEMA: &str = r#"{

@@ -13,7 +13,7 @@ use wasmtime_wasi::p2::bindings::{Command, CommandPre};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::{StorageCtx, StorageView};
+use super::{OtherInstall, StorageCtx, StorageView};
 use crate::context::CallContext;
 use crate::service::StorageService;
 
@@ -138,6 +138,12 @@ impl GuestState {
     /// The caller the instance acts for.
     pub fn call(&self) -> &CallContext {
         self.storage.call()
+    }
+
+    /// The caller of the instance's next request: the same tenant and install
+    /// ([`StorageCtx::set_call`]).
+    pub fn set_call(&mut self, call: CallContext) -> Result<(), OtherInstall> {
+        self.storage.set_call(call)
     }
 }
 

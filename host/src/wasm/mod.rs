@@ -30,6 +30,7 @@
 mod bindings;
 pub mod command;
 mod host;
+pub mod warm;
 
 use wasmtime::component::{HasSelf, Linker};
 
@@ -56,9 +57,69 @@ impl StorageCtx {
         &self.call
     }
 
-    /// Replaces the caller, e.g. when a pooled instance serves another request.
-    pub fn set_call(&mut self, call: CallContext) {
+    /// Replaces the caller for the instance's next request: a warm instance
+    /// ([`warm::WarmInstances`]) serves requests of other actors, grants, request ids or limits.
+    /// Guest memory outlives a request and the instance runs one extension's code, so a caller
+    /// of another tenant, install or extension is refused and the caller stays as it was. (An
+    /// embedder holding the `&mut StorageCtx` could replace it whole: the rule is for Runners
+    /// to keep, as `docs/operations.md` says.)
+    pub fn set_call(&mut self, call: CallContext) -> Result<(), OtherInstall> {
+        if InstallIds::of(&self.call) != InstallIds::of(&call) {
+            return Err(OtherInstall::new(&self.call, &call));
+        }
         self.call = call;
+        Ok(())
+    }
+}
+
+/// A caller of another tenant, install or extension than an instance was made for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("an instance of {instance} cannot act for {refused}")]
+pub struct OtherInstall {
+    /// Whom the instance was made for (boxed: the error stays small on the success path).
+    pub instance: Box<InstallIds>,
+    /// The refused caller.
+    pub refused: Box<InstallIds>,
+}
+
+impl OtherInstall {
+    /// `refused` cannot act on an instance made for `instance`.
+    pub fn new(instance: &CallContext, refused: &CallContext) -> Self {
+        Self {
+            instance: Box::new(InstallIds::of(instance)),
+            refused: Box::new(InstallIds::of(refused)),
+        }
+    }
+}
+
+/// What an instance is made for, for life: a tenant's install of an extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallIds {
+    /// The tenant.
+    pub tenant_id: String,
+    /// The install.
+    pub install_id: String,
+    /// The extension the install is of.
+    pub extension_id: String,
+}
+
+impl InstallIds {
+    fn of(call: &CallContext) -> Self {
+        Self {
+            tenant_id: call.tenant_id.clone(),
+            install_id: call.install_id.clone(),
+            extension_id: call.extension_id.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for InstallIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "tenant {:?} install {:?} extension {:?}",
+            self.tenant_id, self.install_id, self.extension_id
+        )
     }
 }
 
