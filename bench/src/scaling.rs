@@ -116,11 +116,8 @@ pub async fn instantiation(server: &str, samples: usize) -> anyhow::Result<Insta
     let mut pooled = crate::target::instantiation_micros(&db.url, true, samples).await?;
     let mut on_demand = crate::target::instantiation_micros(&db.url, false, samples).await?;
     pooled.sort_unstable();
-    let service = alga_storage::StorageService::new(std::sync::Arc::new(
-        alga_storage::backend::postgres::PgBackend::connect(&db.url, 1)?,
-    ));
     let [mut make, mut first_call, mut warm_call, mut dropped] =
-        crate::handlers::lifecycle_nanos(service, samples).await?;
+        crate::handlers::lifecycle_nanos(db.service(), samples).await?;
     Ok(Instantiation {
         samples,
         pooled_p50_us: median(&mut pooled),

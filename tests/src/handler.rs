@@ -120,7 +120,7 @@ impl HandlerInstance {
         self.store.data().call()
     }
 
-    /// The caller of the next request, of the same tenant and install.
+    /// The caller of the next request, of the same tenant, install and extension.
     pub fn set_call(&mut self, call: CallContext) -> Result<(), OtherInstall> {
         self.store.data_mut().set_call(call)
     }

@@ -140,7 +140,7 @@ impl GuestState {
         self.storage.call()
     }
 
-    /// The caller of the instance's next request: the same tenant and install
+    /// The caller of the instance's next request: the same tenant, install and extension
     /// ([`StorageCtx::set_call`]).
     pub fn set_call(&mut self, call: CallContext) -> Result<(), OtherInstall> {
         self.storage.set_call(call)

@@ -114,44 +114,49 @@ impl<I: WarmInstance> WarmInstances<I> {
         Some(instance)
     }
 
-    /// Keeps `instance` for its install's next request, dropping the least recently used idle
-    /// instances past the limits (the install's own first, then any install's).
+    /// Keeps `instance` for its install's next request. One instance more than before, so at
+    /// most one goes past the limits: the install's own least recently used if the install is
+    /// over its limit, else the least recently used of any install if the total is over.
     pub fn put_back(&self, instance: I) {
         let key = (
             instance.call().tenant_id.clone(),
             instance.call().install_id.clone(),
         );
-        let mut dropped = Vec::new();
-        {
-            let mut guard = self.lock();
-            let idle = &mut *guard;
+        let dropped = {
+            let mut idle = self.lock();
             let seq = idle.next;
             idle.next += 1;
             idle.by_age.insert(seq, key.clone());
             let instances = idle.by_install.entry(key.clone()).or_default();
             instances.push_back((seq, instance));
             if instances.len() > self.limits.max_idle_per_install {
-                let (oldest, instance) = instances.pop_front().expect("just pushed");
-                dropped.push(instance);
-                idle.by_age.remove(&oldest);
-                if instances.is_empty() {
-                    idle.by_install.remove(&key);
-                }
+                Some(idle.remove_oldest(&key))
+            } else if idle.by_age.len() > self.limits.max_idle {
+                let (_, oldest) = idle.by_age.first_key_value().expect("over the limit");
+                let oldest = oldest.clone();
+                Some(idle.remove_oldest(&oldest))
+            } else {
+                None
             }
-            while idle.by_age.len() > self.limits.max_idle {
-                let (oldest, key) = idle.by_age.pop_first().expect("more than the limit");
-                // An install's instances are in age order: its front is the oldest overall.
-                let instances = idle.by_install.get_mut(&key).expect("aged means idle");
-                let (seq, instance) = instances.pop_front().expect("aged means idle");
-                debug_assert_eq!(seq, oldest);
-                dropped.push(instance);
-                if instances.is_empty() {
-                    idle.by_install.remove(&key);
-                }
-            }
-        }
+        };
         // Dropping an instance frees its store and returns its slot: not under the lock.
         drop(dropped);
+    }
+}
+
+impl<I> Idle<I> {
+    /// Removes the least recently used idle instance of `key`'s install, which has one: the
+    /// front, as an install's instances are in age order.
+    fn remove_oldest(&mut self, key: &InstallKey) -> I {
+        let instances = self.by_install.get_mut(key).expect("an idle install");
+        let (seq, instance) = instances
+            .pop_front()
+            .expect("an idle install has instances");
+        if instances.is_empty() {
+            self.by_install.remove(key);
+        }
+        self.by_age.remove(&seq);
+        instance
     }
 }
 
@@ -162,8 +167,8 @@ impl<I> WarmInstances<I> {
     }
 
     fn lock(&self) -> MutexGuard<'_, Idle<I>> {
-        // Under the lock only a broken invariant panics (an `expect` above): the maps are
-        // changed together before it, so use them as they are.
+        // Under the lock only a broken invariant panics (an `expect` in `remove_oldest`): use
+        // the maps as they are.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -326,13 +331,14 @@ mod tests {
     }
 
     #[test]
-    fn both_limits_in_one_put_back() {
-        let pool = WarmInstances::new(limits(1, 1));
+    fn an_install_over_its_limit_drops_its_own_oldest_not_another_installs() {
+        let pool = WarmInstances::new(limits(1, 2));
         put_back(&pool, fake("t", "i", "i1"));
         put_back(&pool, fake("t", "j", "j1"));
+        // Both limits are reached; j's own limit is what j2 passes, and i1, older, stays.
         put_back(&pool, fake("t", "j", "j2"));
-        assert_eq!(pool.idle(), 1);
-        assert!(names(&pool, "t", "i").is_empty());
+        assert_eq!(pool.idle(), 2);
+        assert_eq!(names(&pool, "t", "i"), ["i1"]);
         assert_eq!(names(&pool, "t", "j"), ["j2"]);
     }
 
