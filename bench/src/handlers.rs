@@ -120,3 +120,46 @@ pub async fn lifecycle_nanos(
     }
     Ok(nanos)
 }
+
+/// A storage call through a warm instance, sequential: `samples` times, on one record, the
+/// nanoseconds of the service's get, the same get through the instance (allocated on demand,
+/// as the warm path's are), a call the guest refuses made right after it and that call again,
+/// in that order. The first call after a database round trip finds the caches cold (the
+/// thread waited; the server and the kernel ran); the second shows the same call warm.
+pub async fn storage_call_nanos(
+    service: StorageService,
+    samples: usize,
+) -> anyhow::Result<[Vec<u64>; 4]> {
+    let runner = HandlerRunner::new(service.clone(), alga_storage_tests::BENCH_HANDLER)
+        .map_err(crate::target::wasm_error)?;
+    let call = crate::target::call("storage-call");
+    let (namespace, key) = (crate::workload::NAMESPACE, "record");
+    let options = Default::default();
+    let value = crate::workload::value(0);
+    service.put(&call, namespace, key, &value, &options).await?;
+    let mut instance = runner
+        .instantiate(call.clone())
+        .await
+        .map_err(crate::target::wasm_error)?;
+    let mut nanos: [Vec<u64>; 4] = Default::default();
+    for _ in 0..samples {
+        let mut times = [Instant::now(); 5];
+        let found = service.get(&call, namespace, key).await?;
+        anyhow::ensure!(found.is_some(), "the service lost the record");
+        times[1] = Instant::now();
+        let got = instance.handle("get", namespace, key, "", 0).await;
+        got.map_err(crate::target::wasm_error)?
+            .map_err(|e| anyhow::anyhow!("the guest's get failed: {e}"))?;
+        times[2] = Instant::now();
+        for called in &mut times[3..5] {
+            let refused = instance.handle("none", namespace, key, "", 0).await;
+            let refused = refused.map_err(crate::target::wasm_error)?;
+            anyhow::ensure!(refused.is_err(), "the guest did an unknown operation");
+            *called = Instant::now();
+        }
+        for (phase, nanos) in nanos.iter_mut().enumerate() {
+            nanos.push((times[phase + 1] - times[phase]).as_nanos() as u64);
+        }
+    }
+    Ok(nanos)
+}

@@ -86,6 +86,11 @@ impl Report {
                 "an instance per operation, no storage call (p50): make {:.1} µs, first call {:.1} µs, drop {:.1} µs; a warm call {:.1} µs\n",
                 us(l.make), us(l.first_call), us(l.drop), us(l.warm_call)
             ));
+            let c = &i.storage_call_p50_ns;
+            out.push_str(&format!(
+                "a get through a warm instance, sequential (p50): {:.1} µs, the service's {:.1} µs; a call right after it {:.1} µs, again {:.1} µs\n",
+                us(c.warm_get), us(c.service_get), us(c.call_after_get), us(c.call_again)
+            ));
         }
         if let (Some(a), Some(b)) = (self.rss_kb_start, self.rss_kb_end) {
             out.push_str(&format!(

@@ -28,7 +28,8 @@ pub struct ListScaling {
     pub ratio: f64,
 }
 
-/// Instantiation latency of the bench guest from `InstancePre`.
+/// Instantiation latency of the bench guest from `InstancePre`, an instance's phases, and a
+/// storage call through a warm instance.
 #[derive(Debug, Clone, Serialize)]
 pub struct Instantiation {
     /// Samples per allocator.
@@ -42,6 +43,9 @@ pub struct Instantiation {
     /// An instance per operation taken apart (the handler guest, pooled, no storage call):
     /// medians of making it, its first call, a second (warm) call and dropping it, ns.
     pub lifecycle_p50_ns: Lifecycle,
+    /// A get through a warm instance against the service's, sequential on one record, and a
+    /// call right after it (caches cold) and again (warm): medians, ns.
+    pub storage_call_p50_ns: StorageCall,
 }
 
 /// Medians of an instance's phases, ns (`handlers::lifecycle_nanos`).
@@ -55,6 +59,19 @@ pub struct Lifecycle {
     pub warm_call: u64,
     /// Dropping it: the store freed, the slot reset and returned.
     pub drop: u64,
+}
+
+/// Medians of a warm instance's storage call, ns (`handlers::storage_call_nanos`).
+#[derive(Debug, Clone, Serialize)]
+pub struct StorageCall {
+    /// The service's get of the record.
+    pub service_get: u64,
+    /// The same get through a warm instance.
+    pub warm_get: u64,
+    /// A call the guest refuses (no storage call), right after the get.
+    pub call_after_get: u64,
+    /// That call again.
+    pub call_again: u64,
 }
 
 const PAGES: usize = 300;
@@ -110,7 +127,8 @@ pub async fn list_scaling(server: &str, large: usize) -> anyhow::Result<ListScal
     })
 }
 
-/// Instantiates the bench guest `samples` times per allocator.
+/// Instantiates the bench guest `samples` times per allocator, then takes `samples` instances
+/// apart and times `samples` storage calls through a warm one.
 pub async fn instantiation(server: &str, samples: usize) -> anyhow::Result<Instantiation> {
     let db = TestDb::new_on(server).await;
     let mut pooled = crate::target::instantiation_micros(&db.url, true, samples).await?;
@@ -118,6 +136,12 @@ pub async fn instantiation(server: &str, samples: usize) -> anyhow::Result<Insta
     pooled.sort_unstable();
     let [mut make, mut first_call, mut warm_call, mut dropped] =
         crate::handlers::lifecycle_nanos(db.service(), samples).await?;
+    let [
+        mut service_get,
+        mut warm_get,
+        mut call_after_get,
+        mut call_again,
+    ] = crate::handlers::storage_call_nanos(db.service(), samples).await?;
     Ok(Instantiation {
         samples,
         pooled_p50_us: median(&mut pooled),
@@ -128,6 +152,12 @@ pub async fn instantiation(server: &str, samples: usize) -> anyhow::Result<Insta
             first_call: median(&mut first_call),
             warm_call: median(&mut warm_call),
             drop: median(&mut dropped),
+        },
+        storage_call_p50_ns: StorageCall {
+            service_get: median(&mut service_get),
+            warm_get: median(&mut warm_get),
+            call_after_get: median(&mut call_after_get),
+            call_again: median(&mut call_again),
         },
     })
 }

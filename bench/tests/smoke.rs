@@ -65,14 +65,21 @@ async fn every_configuration_runs_without_errors() {
     assert_eq!((scaling.small_keys, scaling.large_keys), (1_000, 5_000));
     let instantiation = report.instantiation.as_ref().unwrap();
     assert!(instantiation.pooled_p50_us > 0);
-    let lifecycle = &instantiation.lifecycle_p50_ns;
+    let (lifecycle, call) = (
+        &instantiation.lifecycle_p50_ns,
+        &instantiation.storage_call_p50_ns,
+    );
     let phases = [
         lifecycle.make,
         lifecycle.first_call,
         lifecycle.warm_call,
         lifecycle.drop,
+        call.service_get,
+        call.warm_get,
+        call.call_after_get,
+        call.call_again,
     ];
-    assert!(phases.iter().all(|&ns| ns > 0), "{lifecycle:?}");
+    assert!(phases.iter().all(|&ns| ns > 0), "{lifecycle:?} {call:?}");
     let table = report.table();
     assert!(table.contains("| Many | Insert | 4 | Service |"), "{table}");
     let json = serde_json::to_value(&report).unwrap();
