@@ -124,8 +124,9 @@ pub async fn lifecycle_nanos(
 /// A storage call through a warm instance, sequential: `samples` times, on one record, the
 /// nanoseconds of the service's get, the same get through the instance (allocated on demand,
 /// as the warm path's are), a call the guest refuses made right after it and that call again,
-/// in that order. The first call after a database round trip finds the caches cold (the
-/// thread waited; the server and the kernel ran); the second shows the same call warm.
+/// in that order. The first of the two calls follows a database round trip (the thread
+/// waited; the server and the kernel ran), the second follows the first: the difference is
+/// what the wait costs the call, most likely in cold caches.
 pub async fn storage_call_nanos(
     service: StorageService,
     samples: usize,

@@ -44,7 +44,7 @@ pub struct Instantiation {
     /// medians of making it, its first call, a second (warm) call and dropping it, ns.
     pub lifecycle_p50_ns: Lifecycle,
     /// A get through a warm instance against the service's, sequential on one record, and a
-    /// call right after it (caches cold) and again (warm): medians, ns.
+    /// call right after that get and the same call again: medians, ns.
     pub storage_call_p50_ns: StorageCall,
 }
 
@@ -128,7 +128,8 @@ pub async fn list_scaling(server: &str, large: usize) -> anyhow::Result<ListScal
 }
 
 /// Instantiates the bench guest `samples` times per allocator, then takes `samples` instances
-/// apart and times `samples` storage calls through a warm one.
+/// apart, and times `samples` rounds of a get through the service and through a warm
+/// instance followed by two calls on that instance.
 pub async fn instantiation(server: &str, samples: usize) -> anyhow::Result<Instantiation> {
     let db = TestDb::new_on(server).await;
     let mut pooled = crate::target::instantiation_micros(&db.url, true, samples).await?;
