@@ -135,14 +135,15 @@ pub async fn instantiation(server: &str, samples: usize) -> anyhow::Result<Insta
     let mut pooled = crate::target::instantiation_micros(&db.url, true, samples).await?;
     let mut on_demand = crate::target::instantiation_micros(&db.url, false, samples).await?;
     pooled.sort_unstable();
+    let service = db.service();
     let [mut make, mut first_call, mut warm_call, mut dropped] =
-        crate::handlers::lifecycle_nanos(db.service(), samples).await?;
+        crate::handlers::lifecycle_nanos(service.clone(), samples).await?;
     let [
         mut service_get,
         mut warm_get,
         mut call_after_get,
         mut call_again,
-    ] = crate::handlers::storage_call_nanos(db.service(), samples).await?;
+    ] = crate::handlers::storage_call_nanos(service, samples).await?;
     Ok(Instantiation {
         samples,
         pooled_p50_us: median(&mut pooled),
