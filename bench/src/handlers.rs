@@ -12,9 +12,10 @@ use alga_storage::StorageService;
 use alga_storage::wasm::warm::{WarmInstances, WarmLimits};
 use alga_storage_tests::handler::{HandlerInstance, HandlerRunner};
 
-/// The warm path keeps every instance the harness's workers leave idle, for any number of
-/// installs and workers: it measures reuse, not eviction.
-const WARM_LIMITS: WarmLimits = WarmLimits {
+/// The warm path's default: every instance the harness's workers leave idle is kept, for any
+/// number of installs and workers, so it measures reuse, not eviction. `--warm-limits` gives
+/// a Runner's limits instead, to see the memory they bound.
+pub const KEEP_ALL: WarmLimits = WarmLimits {
     max_idle_per_install: usize::MAX,
     max_idle: usize::MAX,
 };
@@ -28,13 +29,14 @@ pub struct Handlers {
 }
 
 impl Handlers {
-    /// Instances kept warm per install, allocated on demand (each made once per install).
-    pub fn warm(service: StorageService) -> anyhow::Result<Self> {
+    /// Instances kept warm per install within `limits`, allocated on demand (each made once
+    /// per install unless the limits dropped it).
+    pub fn warm(service: StorageService, limits: WarmLimits) -> anyhow::Result<Self> {
         let runner = HandlerRunner::new(service, alga_storage_tests::BENCH_HANDLER)
             .map_err(crate::target::wasm_error)?;
         Ok(Self {
             runner,
-            warm: Some(WarmInstances::new(WARM_LIMITS)),
+            warm: Some(WarmInstances::new(limits)),
         })
     }
 

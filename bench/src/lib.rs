@@ -20,6 +20,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use alga_storage::model::{PutItem, PutOptions};
+use alga_storage::wasm::warm::WarmLimits;
 use alga_storage::{CallContext, STORAGE_CAPABILITY, StorageService};
 use alga_storage_tests::TestDb;
 
@@ -56,6 +57,8 @@ pub struct Config {
     pub pool_size: Option<usize>,
     /// Rounds per configuration: every path runs once per round, the report gives the medians.
     pub rounds: usize,
+    /// Idle instances the warm path keeps ([`handlers::KEEP_ALL`]: every one).
+    pub warm_limits: WarmLimits,
 }
 
 impl Config {
@@ -93,7 +96,8 @@ pub async fn run_suite(config: &Config, progress: impl Fn(&str)) -> anyhow::Resu
         let maintenance = db.client().await;
         let mut targets = Vec::new();
         for &path in &paths_with_raw(config) {
-            let target = Target::new(path, &db.url, config.connections()).await?;
+            let target =
+                Target::new(path, &db.url, config.connections(), config.warm_limits).await?;
             targets.push((path, Arc::new(target)));
         }
         for &workload in &config.workloads {
@@ -226,6 +230,7 @@ mod tests {
             instantiations: 0,
             pool_size,
             rounds: 1,
+            warm_limits: handlers::KEEP_ALL,
         }
     }
 

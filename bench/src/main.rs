@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use alga_storage::wasm::warm::WarmLimits;
+use alga_storage_bench::handlers::KEEP_ALL;
 use alga_storage_bench::target::PathKind;
 use alga_storage_bench::workload::{Spread, Workload};
 use alga_storage_bench::{Config, run_suite};
@@ -46,9 +48,29 @@ struct Args {
     /// ops/s and ratios to raw are the medians of the rounds.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// Idle instances the warm path keeps, per install and in all (`4,1024` are a Runner's
+    /// defaults, `WarmLimits::DEFAULT`); without it every idle instance is kept.
+    #[arg(long, value_parser = parse_warm_limits)]
+    warm_limits: Option<WarmLimits>,
     /// Write the report as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+}
+
+/// `PER_INSTALL,TOTAL`, two counts.
+fn parse_warm_limits(text: &str) -> Result<WarmLimits, String> {
+    let counts: Vec<usize> = text
+        .split(',')
+        .map(|count| count.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{text:?}: {e}"))?;
+    match counts[..] {
+        [max_idle_per_install, max_idle] => Ok(WarmLimits {
+            max_idle_per_install,
+            max_idle,
+        }),
+        _ => Err(format!("{text:?}: two counts, PER_INSTALL,TOTAL")),
+    }
 }
 
 #[tokio::main]
@@ -66,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
         instantiations: args.instantiations,
         pool_size: args.pool_size,
         rounds: args.rounds,
+        warm_limits: args.warm_limits.unwrap_or(KEEP_ALL),
     };
     let report = run_suite(&config, |line| eprintln!("{line}")).await?;
     println!("{}", report.table());

@@ -17,6 +17,10 @@ pub struct Report {
     pub rounds: usize,
     /// Database connections of each path's pool.
     pub pool_size: usize,
+    /// Idle instances the warm path keeps per install; `None`: no limit.
+    pub warm_max_idle_per_install: Option<usize>,
+    /// Idle instances the warm path keeps in all; `None`: no limit.
+    pub warm_max_idle: Option<usize>,
     /// Throughput and latency per configuration.
     pub runs: Vec<RunResult>,
     /// List page cost in a small and a large namespace.
@@ -36,6 +40,8 @@ impl Report {
             duration_ms: config.duration.as_millis(),
             rounds: config.rounds,
             pool_size: config.connections(),
+            warm_max_idle_per_install: limit(config.warm_limits.max_idle_per_install),
+            warm_max_idle: limit(config.warm_limits.max_idle),
             runs: Vec::new(),
             list_scaling: None,
             instantiation: None,
@@ -131,6 +137,11 @@ fn ratio(r: &RunResult) -> String {
 }
 
 /// A CPU figure in whole µs, or `-` when it was not measured.
+/// A warm limit for the report: `usize::MAX` is none.
+fn limit(value: usize) -> Option<usize> {
+    (value != usize::MAX).then_some(value)
+}
+
 fn micros(value: Option<f64>) -> String {
     value.map_or_else(|| "-".into(), |us| format!("{us:.0}"))
 }

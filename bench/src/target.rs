@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use alga_storage::backend::postgres::PgBackend;
 use alga_storage::model::{ListOptions, Precondition, PutOptions};
 use alga_storage::wasm::command::{CommandRunner, PreparedCommand, RunOptions};
+use alga_storage::wasm::warm::WarmLimits;
 use alga_storage::{CallContext, Limits, STORAGE_CAPABILITY, StorageService};
 use deadpool_postgres::Pool;
 use serde::Serialize;
@@ -83,8 +84,14 @@ pub fn call(install: &str) -> CallContext {
 }
 
 impl Target {
-    /// Builds the target for `kind` over `url` with `pool_size` connections.
-    pub async fn new(kind: PathKind, url: &str, pool_size: usize) -> anyhow::Result<Self> {
+    /// Builds the target for `kind` over `url` with `pool_size` connections; a warm path keeps
+    /// idle instances within `warm_limits`.
+    pub async fn new(
+        kind: PathKind,
+        url: &str,
+        pool_size: usize,
+        warm_limits: WarmLimits,
+    ) -> anyhow::Result<Self> {
         let backend = PgBackend::connect(url, pool_size)?;
         let pool = backend.pool().clone();
         // The harness measures speed, not quotas: its installs may grow without bound (the
@@ -102,7 +109,7 @@ impl Target {
                 Target::Wasm(Box::new((runner, prepared)))
             }
             PathKind::WasmExport => Target::Handler(Box::new(Handlers::per_operation(service)?)),
-            PathKind::WasmWarm => Target::Handler(Box::new(Handlers::warm(service)?)),
+            PathKind::WasmWarm => Target::Handler(Box::new(Handlers::warm(service, warm_limits)?)),
             PathKind::Rest => {
                 Target::Rest(Box::new(crate::rest::RestTarget::start(service).await?))
             }

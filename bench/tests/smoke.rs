@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use alga_storage::limits::DEFAULT_MAX_KEYS_PER_NAMESPACE;
 use alga_storage::model::{Precondition, PutOptions};
+use alga_storage::wasm::warm::WarmLimits;
 use alga_storage_bench::cpu::{CpuMeter, CpuUse};
+use alga_storage_bench::handlers::{Handlers, KEEP_ALL};
 use alga_storage_bench::rls;
 use alga_storage_bench::run::median;
 use alga_storage_bench::target::{PathKind, Request, Target};
@@ -42,9 +44,13 @@ async fn every_configuration_runs_without_errors() {
         // Fewer connections than the 4 workers: they queue on each path's pool.
         pool_size: Some(2),
         rounds: 1,
+        // A Runner's limits, which this run's 10 installs stay within.
+        warm_limits: WarmLimits::DEFAULT,
     };
     let report = run_suite(&config, |_| {}).await.unwrap();
     assert_eq!(report.pool_size, 2);
+    assert_eq!(report.warm_max_idle_per_install, Some(4));
+    assert_eq!(report.warm_max_idle, Some(1024));
     let local = server_is_on_this_machine().await;
     // 2 spreads × 6 workloads × 2 concurrencies × (raw, service, wasm, wasm-export, wasm-warm,
     // rest, raw-rls) + bare for 2 workloads.
@@ -109,7 +115,7 @@ async fn every_path_writes_past_the_default_quotas() {
         PathKind::WasmWarm,
         PathKind::Rest,
     ] {
-        let target = Target::new(path, &db.url, 2).await.unwrap();
+        let target = Target::new(path, &db.url, 2, KEEP_ALL).await.unwrap();
         let key = format!("past-the-quota-{path:?}");
         let request = Request {
             install,
@@ -141,6 +147,7 @@ async fn rounds_report_medians_of_per_round_ratios() {
         instantiations: 0,
         pool_size: None,
         rounds: 3,
+        warm_limits: KEEP_ALL,
     };
     let none = Config {
         rounds: 0,
@@ -153,6 +160,8 @@ async fn rounds_report_medians_of_per_round_ratios() {
     );
 
     let report = run_suite(&config, |_| {}).await.unwrap();
+    assert_eq!(report.warm_max_idle_per_install, None);
+    assert_eq!(report.warm_max_idle, None);
     let local = server_is_on_this_machine().await;
     // update: raw, bare, service; get: raw, service.
     assert_eq!(report.runs.len(), 5);
@@ -319,7 +328,7 @@ async fn the_meter_counts_the_servers_cpu_time() {
 async fn warm_instances_serve_only_their_own_install() {
     let db = alga_storage_tests::TestDb::new_on(&alga_storage_tests::admin_url()).await;
     let service = db.service();
-    let warm = alga_storage_bench::handlers::Handlers::warm(service.clone()).unwrap();
+    let warm = Handlers::warm(service.clone(), KEEP_ALL).unwrap();
     assert_eq!(warm.idle_instances(), 0);
     for i in 0..3 {
         let value = format!("{{\"i\":{i}}}");
@@ -370,6 +379,31 @@ async fn warm_instances_serve_only_their_own_install() {
         .await
         .unwrap();
     assert_eq!(page.entries.len(), 3);
+}
+
+/// With limits, the warm path keeps no more idle instances than they allow: here one in all,
+/// the most recently used install's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_instances_stay_within_their_limits() {
+    let db = alga_storage_tests::TestDb::new_on(&alga_storage_tests::admin_url()).await;
+    let limits = WarmLimits {
+        max_idle_per_install: 4,
+        max_idle: 1,
+    };
+    let warm = Handlers::warm(db.service(), limits).unwrap();
+    warm.handle("a", "insert", NAMESPACE, "k", "{\"v\":1}", 0)
+        .await
+        .unwrap();
+    assert_eq!(warm.idle_instances(), 1);
+    warm.handle("b", "insert", NAMESPACE, "k", "{\"v\":2}", 0)
+        .await
+        .unwrap();
+    assert_eq!(warm.idle_instances(), 1);
+    // a's instance was dropped: a's next request makes one, which then displaces b's.
+    warm.handle("a", "get", NAMESPACE, "k", "", 0)
+        .await
+        .unwrap();
+    assert_eq!(warm.idle_instances(), 1);
 }
 
 /// The export path makes an instance per operation and keeps none: each acts only for the
