@@ -20,6 +20,22 @@ pub const KEEP_ALL: WarmLimits = WarmLimits {
     max_idle: usize::MAX,
 };
 
+/// `--warm-limits`: `PER_INSTALL,TOTAL`, two counts of idle instances.
+pub fn parse_warm_limits(text: &str) -> Result<WarmLimits, String> {
+    let counts: Vec<usize> = text
+        .split(',')
+        .map(|count| count.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{text:?}: {e}"))?;
+    match counts[..] {
+        [max_idle_per_install, max_idle] => Ok(WarmLimits {
+            max_idle_per_install,
+            max_idle,
+        }),
+        _ => Err(format!("{text:?}: two counts, PER_INSTALL,TOTAL")),
+    }
+}
+
 /// The handler component and, when instances are kept warm, the idle instances of each install.
 pub struct Handlers {
     runner: HandlerRunner,
@@ -169,4 +185,31 @@ async fn refused_call(instance: &mut HandlerInstance) -> anyhow::Result<()> {
     let refused = refused.map_err(crate::target::wasm_error)?;
     anyhow::ensure!(refused.is_err(), "the guest did an unknown operation");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warm_limits_are_two_counts() {
+        assert_eq!(parse_warm_limits("4,1024"), Ok(WarmLimits::DEFAULT));
+        assert_eq!(
+            parse_warm_limits(" 1 , 2 "),
+            Ok(WarmLimits {
+                max_idle_per_install: 1,
+                max_idle: 2,
+            })
+        );
+        for bad in ["", "4", "4,1024,1", "4,x", "-1,2"] {
+            let refused = parse_warm_limits(bad).expect_err(bad);
+            assert!(refused.starts_with(&format!("{bad:?}: ")), "{refused}");
+        }
+        assert!(
+            parse_warm_limits("4")
+                .unwrap_err()
+                .contains("PER_INSTALL,TOTAL"),
+            "a lone count says what is expected"
+        );
+    }
 }

@@ -50,27 +50,11 @@ struct Args {
     rounds: usize,
     /// Idle instances the warm path keeps, per install and in all (`4,1024` are a Runner's
     /// defaults, `WarmLimits::DEFAULT`); without it every idle instance is kept.
-    #[arg(long, value_parser = parse_warm_limits)]
+    #[arg(long, value_parser = alga_storage_bench::handlers::parse_warm_limits)]
     warm_limits: Option<WarmLimits>,
     /// Write the report as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
-}
-
-/// `PER_INSTALL,TOTAL`, two counts.
-fn parse_warm_limits(text: &str) -> Result<WarmLimits, String> {
-    let counts: Vec<usize> = text
-        .split(',')
-        .map(|count| count.trim().parse::<usize>())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{text:?}: {e}"))?;
-    match counts[..] {
-        [max_idle_per_install, max_idle] => Ok(WarmLimits {
-            max_idle_per_install,
-            max_idle,
-        }),
-        _ => Err(format!("{text:?}: two counts, PER_INSTALL,TOTAL")),
-    }
 }
 
 #[tokio::main]

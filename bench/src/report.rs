@@ -136,12 +136,12 @@ fn ratio(r: &RunResult) -> String {
     }
 }
 
-/// A CPU figure in whole µs, or `-` when it was not measured.
 /// A warm limit for the report: `usize::MAX` is none.
 fn limit(value: usize) -> Option<usize> {
     (value != usize::MAX).then_some(value)
 }
 
+/// A CPU figure in whole µs, or `-` when it was not measured.
 fn micros(value: Option<f64>) -> String {
     value.map_or_else(|| "-".into(), |us| format!("{us:.0}"))
 }

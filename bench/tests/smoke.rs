@@ -381,8 +381,8 @@ async fn warm_instances_serve_only_their_own_install() {
     assert_eq!(page.entries.len(), 3);
 }
 
-/// With limits, the warm path keeps no more idle instances than they allow: here one in all,
-/// the most recently used install's.
+/// With limits, the warm path keeps no more idle instances than they allow: here one in all
+/// (without them, each install would keep its own: two).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_instances_stay_within_their_limits() {
     let db = alga_storage_tests::TestDb::new_on(&alga_storage_tests::admin_url()).await;
@@ -399,7 +399,7 @@ async fn warm_instances_stay_within_their_limits() {
         .await
         .unwrap();
     assert_eq!(warm.idle_instances(), 1);
-    // a's instance was dropped: a's next request makes one, which then displaces b's.
+    // Whichever instance serves a's request, one is kept.
     warm.handle("a", "get", NAMESPACE, "k", "", 0)
         .await
         .unwrap();
