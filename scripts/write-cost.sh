@@ -5,7 +5,7 @@
 # a base number of operations and with N more), so start-up and plan caching cancel out:
 # per operation = (count with base + N − count with base) / N. Instruction counts repeat to a
 # fraction of a percent where CPU time on a shared VM moves by tens of percent, so a change to
-# the write function can be judged by them (docs/performance.md, eighth run).
+# the write function can be judged by them (docs/performance-log.md, eighth run).
 #
 #   scripts/write-cost.sh [N]                  # N operations measured per case (default 1000)
 #   WRITE_COST_SQL=f.sql scripts/write-cost.sh # run f.sql after the migrations (a candidate
@@ -40,7 +40,7 @@ SIZE=1010
 # The function with one item; $3 the precondition kind (1 absent, 2 at revision $4). Called as
 # the service calls it, `SELECT … FROM`, but with no column selected: a single-user backend
 # prints every row in text, which the service's binary protocol does not pay (an aggregate
-# around the call, as until the twelfth session, cost 21 k per write: docs/performance.md).
+# around the call, as until the twelfth session, cost 21 k per write: docs/performance-log.md).
 PREPARE_PUT="PREPARE put(text, jsonb, smallint, bigint) AS SELECT FROM alga_storage_put(\
 't1', 'i1', 'ns', ARRAY[\$1], ARRAY[\$2], ARRAY[NULL::jsonb], ARRAY[$SIZE::bigint], ARRAY[\$3], \
 ARRAY[\$4], ARRAY[NULL::timestamptz], NULL::integer, now(), 'ext', 'bench', NULL, 1000, \

@@ -6,6 +6,7 @@
 //! A warm instance serves one install only: guest memory lives on between requests, so sharing
 //! an instance across installs would let one install's data reach another.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use alga_storage::StorageService;
@@ -42,6 +43,8 @@ pub struct Handlers {
     /// Idle instances by install, when instances are kept warm; else each is dropped after its
     /// operation.
     warm: Option<WarmInstances<HandlerInstance>>,
+    /// Instances made so far.
+    made: AtomicU64,
 }
 
 impl Handlers {
@@ -53,6 +56,7 @@ impl Handlers {
         Ok(Self {
             runner,
             warm: Some(WarmInstances::new(limits)),
+            made: AtomicU64::new(0),
         })
     }
 
@@ -64,7 +68,11 @@ impl Handlers {
             crate::target::POOLED_INSTANCES,
         )
         .map_err(crate::target::wasm_error)?;
-        Ok(Self { runner, warm: None })
+        Ok(Self {
+            runner,
+            warm: None,
+            made: AtomicU64::new(0),
+        })
     }
 
     /// Runs one operation on an instance of `install`: a warm one if there is one idle (acting
@@ -82,11 +90,13 @@ impl Handlers {
         let idle = self.warm.as_ref().and_then(|warm| warm.take(&call));
         let mut instance = match idle {
             Some(instance) => instance,
-            None => self
-                .runner
-                .instantiate(call)
-                .await
-                .map_err(crate::target::wasm_error)?,
+            None => {
+                self.made.fetch_add(1, Ordering::Relaxed);
+                self.runner
+                    .instantiate(call)
+                    .await
+                    .map_err(crate::target::wasm_error)?
+            }
         };
         // A trap leaves the instance unusable: it is dropped, not put back.
         let outcome = instance
@@ -102,6 +112,13 @@ impl Handlers {
     /// Idle instances, all installs.
     pub fn idle_instances(&self) -> usize {
         self.warm.as_ref().map_or(0, WarmInstances::idle)
+    }
+
+    /// Instances made so far: one per operation without warm instances; with them, one per
+    /// operation that found none of its install's idle (the install's first, one while all
+    /// its instances were busy, or one after the limits dropped them).
+    pub fn instances_made(&self) -> u64 {
+        self.made.load(Ordering::Relaxed)
     }
 }
 

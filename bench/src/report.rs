@@ -54,12 +54,13 @@ impl Report {
     pub fn table(&self) -> String {
         let mut out = String::from(
             "| spread | workload | conc. | path | ops/s | p50 µs | p95 µs | p99 µs | errors | × raw \
-             | CPU µs/op harness | CPU µs/op db | of it backends |\n\
-             | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+             | CPU µs/op harness | CPU µs/op db | of it backends | instances made/op |\n\
+             | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: \
+             | ---: |\n",
         );
         for r in &self.runs {
             out.push_str(&format!(
-                "| {:?} | {:?} | {} | {:?} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {:?} | {:?} | {} | {:?} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 r.spread,
                 r.workload,
                 r.concurrency,
@@ -73,6 +74,8 @@ impl Report {
                 micros(r.harness_cpu_us_per_op),
                 micros(r.db_cpu_us_per_op),
                 micros(r.db_backends_cpu_us_per_op),
+                r.instances_made_per_op
+                    .map_or_else(|| "-".into(), |made| format!("{made:.4}")),
             ));
         }
         if let Some(s) = &self.list_scaling {

@@ -62,6 +62,12 @@ pub struct RunResult {
     pub round_db_cpu_us_per_op: Vec<Option<f64>>,
     /// The client backends' CPU time per operation in each round (`None`: not measured).
     pub round_db_backends_cpu_us_per_op: Vec<Option<f64>>,
+    /// Instances made per operation, on the paths through the handler export: 1 with an
+    /// instance per operation; with warm instances, how often an operation found none of its
+    /// install's idle (the median of the rounds).
+    pub instances_made_per_op: Option<f64>,
+    /// Instances made while each round was measured (`None`: not a handler path).
+    pub round_instances_made: Vec<Option<u64>>,
 }
 
 impl RunResult {
@@ -73,12 +79,15 @@ impl RunResult {
         let mut all = Tally::default();
         let (mut round_ops_per_sec, mut harness_cpu, mut db_cpu, mut backends_cpu) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut made, mut made_per_op) = (Vec::new(), Vec::new());
         for phase in phases {
             let ops = phase.tally.histogram.len();
-            let per_op = |us: Option<u64>| us.filter(|_| ops > 0).map(|us| us as f64 / ops as f64);
+            let per_op = |n: Option<u64>| n.filter(|_| ops > 0).map(|n| n as f64 / ops as f64);
             harness_cpu.push(per_op(phase.cpu.harness_us));
             db_cpu.push(per_op(phase.cpu.db_us));
             backends_cpu.push(per_op(phase.cpu.db_backends_us));
+            made.push(phase.instances_made);
+            made_per_op.push(per_op(phase.instances_made));
             all.add(phase.tally);
             round_ops_per_sec.push(phase.ops_per_sec);
         }
@@ -103,6 +112,8 @@ impl RunResult {
             round_harness_cpu_us_per_op: harness_cpu,
             round_db_cpu_us_per_op: db_cpu,
             round_db_backends_cpu_us_per_op: backends_cpu,
+            instances_made_per_op: median_of_measured(&made_per_op),
+            round_instances_made: made,
         }
     }
 }
@@ -150,6 +161,8 @@ pub struct Phase {
     ops_per_sec: f64,
     /// CPU time used while the phase was measured.
     cpu: CpuUse,
+    /// Instances the target made while the phase was measured, if it makes any.
+    instances_made: Option<u64>,
 }
 
 /// Latencies of the successful operations and the failures, of a worker, a phase or all rounds.
@@ -179,7 +192,7 @@ impl Tally {
 
 /// Runs `workload` on `target` with `concurrency` workers: a quarter of `duration` to warm
 /// caches, connections and prepared statements (not recorded), then `duration` measured, with
-/// the CPU time `meter` reads over the same span.
+/// the CPU time `meter` reads and the instances the target makes over the same span.
 pub async fn run(
     target: Arc<Target>,
     installs: Arc<Installs>,
@@ -190,12 +203,14 @@ pub async fn run(
 ) -> Phase {
     let measure_from = Instant::now() + duration / 4;
     let deadline = measure_from + duration;
-    let meter = meter.clone();
-    let cpu = tokio::spawn(async move {
+    let (meter, sampled) = (meter.clone(), target.clone());
+    let measured = tokio::spawn(async move {
         tokio::time::sleep_until(measure_from.into()).await;
-        let start = meter.sample().await;
+        let made = sampled.instances_made();
+        let cpu = meter.sample().await;
         tokio::time::sleep_until(deadline.into()).await;
-        meter.sample().await.since(&start)
+        let made = made.zip(sampled.instances_made()).map(|(a, b)| b - a);
+        (meter.sample().await.since(&cpu), made)
     });
     let mut workers = Vec::new();
     for worker in 0..concurrency {
@@ -224,10 +239,12 @@ pub async fn run(
     for worker in workers {
         tally.add(worker.await.expect("worker panicked"));
     }
+    let (cpu, instances_made) = measured.await.expect("the phase's sampler panicked");
     Phase {
         ops_per_sec: tally.histogram.len() as f64 / duration.as_secs_f64(),
         tally,
-        cpu: cpu.await.expect("CPU sampler panicked"),
+        cpu,
+        instances_made,
     }
 }
 

@@ -119,6 +119,14 @@ impl Target {
         })
     }
 
+    /// Instances made so far by a path through the handler export (`None` on other paths).
+    pub fn instances_made(&self) -> Option<u64> {
+        match self {
+            Target::Handler(handlers) => Some(handlers.instances_made()),
+            _ => None,
+        }
+    }
+
     /// Inserts or updates `req.key` (the precondition says which).
     pub async fn put(&self, req: &Request<'_>) -> anyhow::Result<()> {
         match self {

@@ -66,6 +66,18 @@ async fn every_configuration_runs_without_errors() {
         assert!(run.harness_cpu_us_per_op.is_some(), "{run:?}");
         assert_eq!(run.db_cpu_us_per_op.is_some(), local, "{run:?}");
         assert_eq!(run.db_backends_cpu_us_per_op.is_some(), local, "{run:?}");
+        // Instances made: counted on the paths through the handler export only.
+        let handler_path = matches!(run.path, PathKind::WasmExport | PathKind::WasmWarm);
+        assert_eq!(run.round_instances_made.len(), 1, "{run:?}");
+        assert_eq!(
+            run.round_instances_made[0].is_some(),
+            handler_path,
+            "{run:?}"
+        );
+        assert_eq!(run.instances_made_per_op.is_some(), handler_path, "{run:?}");
+        if run.path == PathKind::WasmExport {
+            assert!(run.instances_made_per_op > Some(0.0), "{run:?}");
+        }
     }
     let scaling = report.list_scaling.as_ref().unwrap();
     assert_eq!((scaling.small_keys, scaling.large_keys), (1_000, 5_000));
@@ -88,6 +100,7 @@ async fn every_configuration_runs_without_errors() {
     assert!(phases.iter().all(|&ns| ns > 0), "{lifecycle:?} {call:?}");
     let table = report.table();
     assert!(table.contains("| Many | Insert | 4 | Service |"), "{table}");
+    assert!(table.contains("| instances made/op |"), "{table}");
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["runs"][0]["path"], "raw");
 }
@@ -337,6 +350,7 @@ async fn warm_instances_serve_only_their_own_install() {
             .unwrap();
     }
     assert_eq!(warm.idle_instances(), 1);
+    assert_eq!(warm.instances_made(), 1, "a's three requests, one instance");
     // b gets an instance of its own: one of a's would act as a and find k0.
     let missing = warm.handle("b", "get", NAMESPACE, "k0", "", 0).await;
     let message = missing.expect_err("b has no k0").to_string();
@@ -373,6 +387,7 @@ async fn warm_instances_serve_only_their_own_install() {
     update.unwrap();
     // a has two, b one.
     assert_eq!(warm.idle_instances(), 3);
+    assert_eq!(warm.instances_made(), 3);
     let call = alga_storage_bench::target::call("a");
     let page = service
         .list(&call, NAMESPACE, &Default::default())
@@ -399,11 +414,13 @@ async fn warm_instances_stay_within_their_limits() {
         .await
         .unwrap();
     assert_eq!(warm.idle_instances(), 1);
-    // Whichever instance serves a's request, one is kept.
+    // b's instance, put back, pushed a's out (the least recently used), so a's next request
+    // makes an instance again: three made, where keeping both would have made two.
     warm.handle("a", "get", NAMESPACE, "k", "", 0)
         .await
         .unwrap();
     assert_eq!(warm.idle_instances(), 1);
+    assert_eq!(warm.instances_made(), 3);
 }
 
 /// The export path makes an instance per operation and keeps none: each acts only for the
@@ -430,6 +447,7 @@ async fn export_instances_live_for_one_operation() {
     let message = missing.expect_err("b has no k").to_string();
     assert!(message.contains("get bench/k failed: missing"), "{message}");
     assert_eq!(handlers.idle_instances(), 0);
+    assert_eq!(handlers.instances_made(), 4, "one per operation");
     let record = db
         .service()
         .get(&alga_storage_bench::target::call("a"), NAMESPACE, "k")
