@@ -43,7 +43,7 @@ pub struct Handlers {
     /// Idle instances by install, when instances are kept warm; else each is dropped after its
     /// operation.
     warm: Option<WarmInstances<HandlerInstance>>,
-    /// Instances made so far.
+    /// Instances made so far, for the report: how often an operation found no idle instance.
     made: AtomicU64,
 }
 
@@ -91,11 +91,10 @@ impl Handlers {
         let mut instance = match idle {
             Some(instance) => instance,
             None => {
+                let made = self.runner.instantiate(call).await;
+                let made = made.map_err(crate::target::wasm_error)?;
                 self.made.fetch_add(1, Ordering::Relaxed);
-                self.runner
-                    .instantiate(call)
-                    .await
-                    .map_err(crate::target::wasm_error)?
+                made
             }
         };
         // A trap leaves the instance unusable: it is dropped, not put back.
@@ -114,9 +113,10 @@ impl Handlers {
         self.warm.as_ref().map_or(0, WarmInstances::idle)
     }
 
-    /// Instances made so far: one per operation without warm instances; with them, one per
-    /// operation that found none of its install's idle (the install's first, one while all
-    /// its instances were busy, or one after the limits dropped them).
+    /// Instances made so far, for operations that succeeded or failed: one per operation
+    /// without warm instances; with them, one per operation that found none of its install's
+    /// idle (the install's first, one while all its instances were busy, or one after the
+    /// limits or a trap dropped them).
     pub fn instances_made(&self) -> u64 {
         self.made.load(Ordering::Relaxed)
     }

@@ -62,9 +62,10 @@ pub struct RunResult {
     pub round_db_cpu_us_per_op: Vec<Option<f64>>,
     /// The client backends' CPU time per operation in each round (`None`: not measured).
     pub round_db_backends_cpu_us_per_op: Vec<Option<f64>>,
-    /// Instances made per operation, on the paths through the handler export: 1 with an
-    /// instance per operation; with warm instances, how often an operation found none of its
-    /// install's idle (the median of the rounds).
+    /// Instances made per operation, on the paths through the handler export: about 1 with an
+    /// instance per operation (a little under, as the count starts when the phase's sampler
+    /// reads it, just after the measurement starts); with warm instances, how often an
+    /// operation found none of its install's idle (the median of the rounds).
     pub instances_made_per_op: Option<f64>,
     /// Instances made while each round was measured (`None`: not a handler path).
     pub round_instances_made: Vec<Option<u64>>,
@@ -161,7 +162,8 @@ pub struct Phase {
     ops_per_sec: f64,
     /// CPU time used while the phase was measured.
     cpu: CpuUse,
-    /// Instances the target made while the phase was measured, if it makes any.
+    /// Instances the target made while the phase was measured, on a path through the handler
+    /// export.
     instances_made: Option<u64>,
 }
 
@@ -203,14 +205,16 @@ pub async fn run(
 ) -> Phase {
     let measure_from = Instant::now() + duration / 4;
     let deadline = measure_from + duration;
-    let (meter, sampled) = (meter.clone(), target.clone());
+    let (meter, counted) = (meter.clone(), target.clone());
     let measured = tokio::spawn(async move {
         tokio::time::sleep_until(measure_from.into()).await;
-        let made = sampled.instances_made();
-        let cpu = meter.sample().await;
+        let made_from = counted.instances_made();
+        let cpu_from = meter.sample().await;
         tokio::time::sleep_until(deadline.into()).await;
-        let made = made.zip(sampled.instances_made()).map(|(a, b)| b - a);
-        (meter.sample().await.since(&cpu), made)
+        let made = made_from
+            .zip(counted.instances_made())
+            .map(|(from, to)| to - from);
+        (meter.sample().await.since(&cpu_from), made)
     });
     let mut workers = Vec::new();
     for worker in 0..concurrency {

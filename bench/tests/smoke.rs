@@ -76,7 +76,15 @@ async fn every_configuration_runs_without_errors() {
         );
         assert_eq!(run.instances_made_per_op.is_some(), handler_path, "{run:?}");
         if run.path == PathKind::WasmExport {
-            assert!(run.instances_made_per_op > Some(0.0), "{run:?}");
+            // One per operation, give or take the operations in flight when it is read.
+            let made = run.instances_made_per_op.unwrap();
+            assert!((0.5..=1.5).contains(&made), "{run:?}");
+        }
+        if run.path == PathKind::WasmWarm {
+            // Within the limits nothing is dropped: at most one per worker of each install,
+            // over the whole run.
+            let most = (config.installs * config.concurrency.iter().max().unwrap()) as u64;
+            assert!(run.round_instances_made[0] <= Some(most), "{run:?}");
         }
     }
     let scaling = report.list_scaling.as_ref().unwrap();
@@ -101,6 +109,16 @@ async fn every_configuration_runs_without_errors() {
     let table = report.table();
     assert!(table.contains("| Many | Insert | 4 | Service |"), "{table}");
     assert!(table.contains("| instances made/op |"), "{table}");
+    let rows: Vec<&str> = table.lines().take_while(|line| !line.is_empty()).collect();
+    let columns = |line: &str| line.matches('|').count();
+    assert!(
+        rows.iter().all(|row| columns(row) == columns(rows[0])),
+        "every row has the header's columns: {table}"
+    );
+    assert!(
+        table.contains("| Service | ") && table.contains(" | - |\n"),
+        "{table}"
+    );
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["runs"][0]["path"], "raw");
 }
