@@ -336,6 +336,31 @@ async fn bench_handler_on(engine: Engine) {
     assert_eq!(missing, Err("get bench/k failed: missing".to_owned()));
 }
 
+/// Every instance the pooling allocator is sized for can be live and called at once, each
+/// keeping its call's fiber stack (as warm instances do): more than wasmtime's default bound of
+/// 1,000 stacks.
+#[tokio::test]
+async fn pooled_instances_all_call_at_once() {
+    let store = TestStore::new(Engine::Sqlite).await;
+    let live = 1_001;
+    let runner = handler::HandlerRunner::pooled(store.service(), BENCH_HANDLER, live).unwrap();
+    let mut instances = Vec::new();
+    for i in 0..live {
+        let made = runner.instantiate(granted("t", "i")).await;
+        let mut instance = made.unwrap_or_else(|e| panic!("instance {i}: {e:?}"));
+        let refused = instance.handle("none", "bench", "k", "", 0).await;
+        let refused = refused.unwrap_or_else(|e| panic!("instance {i}: {e:?}"));
+        let refused = refused.expect_err("the guest knows no \"none\"");
+        assert!(refused.starts_with("unknown operation"), "{refused}");
+        instances.push(instance);
+    }
+    let over = runner.instantiate(granted("t", "i")).await;
+    assert!(
+        over.is_err(),
+        "the pool holds {live} instances, not one more"
+    );
+}
+
 /// A warm instance serves each request of its install as that request's caller: with its
 /// grants and actor, not those of the request it was made for, and never for another install.
 #[tokio::test]

@@ -240,10 +240,13 @@ impl std::fmt::Debug for InstantiatedCommand {
 /// uses, for Runners that link their own worlds.
 pub fn pooling_config(max_instances: u32) -> Config {
     let mut pool = PoolingAllocationConfig::default();
+    // A store keeps the fiber stack of its async calls while it lives, so every live instance
+    // may hold one: wasmtime's own bound (1,000) would refuse calls on more instances.
     pool.total_component_instances(max_instances)
         .total_core_instances(max_instances.saturating_mul(4))
         .total_memories(max_instances.saturating_mul(2))
         .total_tables(max_instances.saturating_mul(2))
+        .total_stacks(max_instances)
         .max_memory_size(128 << 20);
     // Returning a slot decommits what is not kept resident, and every decommit flushes the
     // TLB of each core: batched, one flush serves many instances (+12 % wasm get in the
