@@ -87,10 +87,13 @@ impl Handlers {
         revision: u64,
     ) -> anyhow::Result<()> {
         let call = crate::target::call(install);
-        let idle = self.warm.as_ref().and_then(|warm| warm.take(&call));
+        let idle = match &self.warm {
+            Some(warm) => warm.take(call),
+            None => Err(call),
+        };
         let mut instance = match idle {
-            Some(instance) => instance,
-            None => {
+            Ok(instance) => instance,
+            Err(call) => {
                 let made = self.runner.instantiate(call).await;
                 let made = made.map_err(crate::target::wasm_error)?;
                 self.made.fetch_add(1, Ordering::Relaxed);

@@ -33,6 +33,12 @@ pub struct CallContext {
 }
 
 impl CallContext {
+    /// Whom an instance made for this caller may serve: its tenant, install and extension
+    /// (guest memory outlives a request; see [`crate::wasm::StorageCtx::set_call`]).
+    pub(crate) fn instance_ids(&self) -> (&str, &str, &str) {
+        (&self.tenant_id, &self.install_id, &self.extension_id)
+    }
+
     /// A context for `(tenant_id, install_id)` with no grants; add them with [`Self::grant`].
     pub fn new(tenant_id: impl Into<String>, install_id: impl Into<String>) -> Self {
         let install_id = install_id.into();

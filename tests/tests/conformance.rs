@@ -386,7 +386,9 @@ async fn warm_instances_act_for_each_request_on(engine: Engine) {
         .grant(alga_storage::STORAGE_READ_CAPABILITY)
         .actor("user:reader")
         .request_id("req-2");
-    let mut instance = warm.take(&reader).expect("the writer's instance, idle");
+    let mut instance = warm
+        .take(reader.clone())
+        .expect("the writer's instance, idle");
     assert_eq!(instance.call(), &reader);
     let read = instance.handle("get", "bench", "k", "", 0).await.unwrap();
     assert_eq!(read, Ok(()));

@@ -64,10 +64,7 @@ impl StorageCtx {
     /// embedder holding the `&mut StorageCtx` could replace it whole: the rule is for Runners
     /// to keep, as `docs/operations.md` says.)
     pub fn set_call(&mut self, call: CallContext) -> Result<(), OtherInstall> {
-        let (own, new) = (&self.call, &call);
-        if (&own.tenant_id, &own.install_id, &own.extension_id)
-            != (&new.tenant_id, &new.install_id, &new.extension_id)
-        {
+        if self.call.instance_ids() != call.instance_ids() {
             return Err(OtherInstall::new(&self.call, &call));
         }
         self.call = call;

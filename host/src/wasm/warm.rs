@@ -2,8 +2,8 @@
 //! per request (the load harness's `wasm-warm` path: `docs/performance.md`).
 //!
 //! Guest memory outlives a request, so an instance serves the install it was made for and no
-//! other: [`WarmInstances::take`] returns only an instance of the caller's tenant and install,
-//! already acting for that caller (actor, grants, request id, limits), as
+//! other: [`WarmInstances::take`] returns only an instance of the caller's tenant, install and
+//! extension, already acting for that caller (actor, grants, request id, limits), as
 //! [`StorageCtx::set_call`](super::StorageCtx::set_call) allows. Idle instances are bounded
 //! per install and in all; past a bound the least recently used goes.
 //!
@@ -12,8 +12,11 @@
 //! kept in memory from an earlier request of its install is its own: reuse trusts an
 //! extension within its install, as its storage does.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Mutex, MutexGuard};
+
+use hashbrown::HashTable;
 
 use super::OtherInstall;
 use crate::context::CallContext;
@@ -23,15 +26,17 @@ pub trait WarmInstance {
     /// The caller the instance acts for.
     fn call(&self) -> &CallContext;
 
-    /// The caller of the instance's next request; one of another tenant, install or extension
-    /// is refused ([`StorageCtx::set_call`](super::StorageCtx::set_call)).
+    /// The caller of the instance's next request. [`WarmInstances::take`] passes only callers
+    /// of the tenant, install and extension of [`Self::call`], which must be accepted; one of
+    /// another is refused ([`StorageCtx::set_call`](super::StorageCtx::set_call)).
     fn set_call(&mut self, call: CallContext) -> Result<(), OtherInstall>;
 }
 
 /// How many idle instances are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WarmLimits {
-    /// Most idle instances of one install: as many as it had requests at once, up to this.
+    /// Most idle instances of one install (and extension: an install normally runs one): as
+    /// many as it had requests at once, up to this.
     pub max_idle_per_install: usize,
     /// Most idle instances of all installs together. Guest memory does not shrink, so at worst
     /// they hold this many times an instance's memory limit (`GuestLimits::max_memory_bytes`).
@@ -56,19 +61,44 @@ impl Default for WarmLimits {
 /// back when its call ended without a trap.
 pub struct WarmInstances<I> {
     limits: WarmLimits,
+    /// Hashes a caller's [`CallContext::instance_ids`] to find its install's idle instances.
+    hasher: RandomState,
     idle: Mutex<Idle<I>>,
 }
 
-/// A tenant and an install: what an instance may serve.
-type InstallKey = (String, String);
+/// An idle instance's number: instances put back later have higher ones.
+type Seq = u64;
+
+/// The hash of an install's [`CallContext::instance_ids`].
+type InstallHash = u64;
 
 struct Idle<I> {
-    /// Each install's idle instances with their sequence numbers, in the order they were put
-    /// back: the front is the least recently used, the back the most.
-    by_install: HashMap<InstallKey, VecDeque<(u64, I)>>,
-    /// Every idle instance's sequence number, oldest first, and its install.
-    by_age: BTreeMap<u64, InstallKey>,
-    next: u64,
+    /// The installs with idle instances, found by hash: a request's look-up copies no id (a
+    /// copy is an allocation, on every request).
+    installs: HashTable<IdleOfInstall<I>>,
+    /// Every idle instance, oldest first, and its install.
+    by_age: BTreeMap<Seq, InstallHash>,
+    /// The number of the next instance put back.
+    next_seq: Seq,
+}
+
+/// The idle instances of one tenant, install and extension (an install normally runs one
+/// extension).
+struct IdleOfInstall<I> {
+    hash: InstallHash,
+    tenant_id: String,
+    install_id: String,
+    extension_id: String,
+    /// The idle instances in the order they were put back: the front is the least recently
+    /// used, the back the most. Never empty.
+    instances: VecDeque<(Seq, I)>,
+}
+
+impl<I> IdleOfInstall<I> {
+    /// Whether these instances may serve `call`.
+    fn serves(&self, call: &CallContext) -> bool {
+        (&*self.tenant_id, &*self.install_id, &*self.extension_id) == call.instance_ids()
+    }
 }
 
 impl<I> std::fmt::Debug for WarmInstances<I> {
@@ -85,75 +115,117 @@ impl<I: WarmInstance> WarmInstances<I> {
     pub fn new(limits: WarmLimits) -> Self {
         Self {
             limits,
+            hasher: RandomState::new(),
             idle: Mutex::new(Idle {
-                by_install: HashMap::new(),
+                installs: HashTable::new(),
                 by_age: BTreeMap::new(),
-                next: 0,
+                next_seq: 0,
             }),
         }
     }
 
-    /// The most recently used idle instance of `call`'s tenant and install, now acting for
-    /// `call`; `None` when there is none (make one).
-    pub fn take(&self, call: &CallContext) -> Option<I> {
-        let key = (call.tenant_id.clone(), call.install_id.clone());
-        let mut instance = {
-            let mut guard = self.lock();
-            let idle = &mut *guard;
-            let instances = idle.by_install.get_mut(&key)?;
-            let (seq, instance) = instances.pop_back()?;
-            if instances.is_empty() {
-                idle.by_install.remove(&key);
-            }
-            idle.by_age.remove(&seq);
-            instance
+    /// The most recently used idle instance of `call`'s tenant, install and extension, now
+    /// acting for `call`; `Err(call)` when there is none (make one for it).
+    ///
+    /// # Panics
+    /// When the instance's [`WarmInstance::set_call`] refuses a caller of its own tenant,
+    /// install and extension (which [`StorageCtx::set_call`](super::StorageCtx::set_call)
+    /// never does).
+    #[expect(
+        clippy::result_large_err,
+        reason = "not an error: the caller given back, moved once to make an instance for"
+    )]
+    pub fn take(&self, call: CallContext) -> Result<I, CallContext> {
+        let hash = self.hasher.hash_one(call.instance_ids());
+        let idle = self.lock().take(hash, &call);
+        // `set_call` is the instance's code: not under the lock.
+        let Some(mut instance) = idle else {
+            return Err(call);
         };
-        // Only a caller of another extension under the same install can be refused: the
-        // instance runs another extension's code, so it is not this caller's.
-        instance.set_call(call.clone()).ok()?;
-        Some(instance)
+        if let Err(refused) = instance.set_call(call) {
+            panic!("a warm instance refused a caller of its own install: {refused}");
+        }
+        Ok(instance)
     }
 
     /// Keeps `instance` for its install's next request. One instance more than before, so at
     /// most one goes past the limits: the install's own least recently used if the install is
     /// over its limit, else the least recently used of any install if the total is over.
     pub fn put_back(&self, instance: I) {
-        let key = (
-            instance.call().tenant_id.clone(),
-            instance.call().install_id.clone(),
-        );
-        let dropped = {
-            let mut idle = self.lock();
-            let seq = idle.next;
-            idle.next += 1;
-            idle.by_age.insert(seq, key.clone());
-            let instances = idle.by_install.entry(key.clone()).or_default();
-            instances.push_back((seq, instance));
-            if instances.len() > self.limits.max_idle_per_install {
-                Some(idle.remove_oldest(&key))
-            } else if idle.by_age.len() > self.limits.max_idle {
-                let (_, oldest) = idle.by_age.first_key_value().expect("over the limit");
-                let oldest = oldest.clone();
-                Some(idle.remove_oldest(&oldest))
-            } else {
-                None
-            }
-        };
+        let hash = self.hasher.hash_one(instance.call().instance_ids());
+        let dropped = self.lock().put_back(hash, instance, self.limits);
         // Dropping an instance frees its store and returns its slot: not under the lock.
         drop(dropped);
     }
 }
 
-impl<I> Idle<I> {
-    /// Removes the least recently used idle instance of `key`'s install, which has one: the
-    /// front, as an install's instances are in age order.
-    fn remove_oldest(&mut self, key: &InstallKey) -> I {
-        let instances = self.by_install.get_mut(key).expect("an idle install");
-        let (seq, instance) = instances
+impl<I: WarmInstance> Idle<I> {
+    /// Takes the most recently used instance that may serve `call`, whose ids hash to `hash`.
+    fn take(&mut self, hash: InstallHash, call: &CallContext) -> Option<I> {
+        let mut install = self
+            .installs
+            .find_entry(hash, |install| install.serves(call))
+            .ok()?;
+        let instances = &mut install.get_mut().instances;
+        let (seq, instance) = instances.pop_back().expect("an idle install has instances");
+        if instances.is_empty() {
+            install.remove();
+        }
+        self.by_age.remove(&seq);
+        Some(instance)
+    }
+
+    /// Keeps `instance`, whose ids hash to `hash`; returns the one it pushed past `limits`, if
+    /// any.
+    fn put_back(&mut self, hash: InstallHash, instance: I, limits: WarmLimits) -> Option<I> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let call = instance.call();
+        let install = self
+            .installs
+            .entry(hash, |install| install.serves(call), |install| install.hash)
+            .or_insert_with(|| IdleOfInstall {
+                hash,
+                tenant_id: call.tenant_id.clone(),
+                install_id: call.install_id.clone(),
+                extension_id: call.extension_id.clone(),
+                instances: VecDeque::new(),
+            })
+            .into_mut();
+        install.instances.push_back((seq, instance));
+        self.by_age.insert(seq, hash);
+        let (oldest, its_install) = if install.instances.len() > limits.max_idle_per_install {
+            let (its_oldest, _) = install.instances.front().expect("one was just put back");
+            (*its_oldest, hash)
+        } else if self.by_age.len() > limits.max_idle {
+            let (oldest, its_install) = self.by_age.first_key_value().expect("over the limit");
+            (*oldest, *its_install)
+        } else {
+            return None;
+        };
+        Some(self.remove_front(oldest, its_install))
+    }
+
+    /// Removes the idle instance numbered `seq` of the install hashed `hash`, which is the
+    /// front of that install's instances (its least recently used).
+    fn remove_front(&mut self, seq: Seq, hash: InstallHash) -> I {
+        let front_is_seq = |install: &IdleOfInstall<I>| {
+            install
+                .instances
+                .front()
+                .is_some_and(|(front, _)| *front == seq)
+        };
+        let mut install = self
+            .installs
+            .find_entry(hash, front_is_seq)
+            .ok()
+            .expect("an idle instance's install");
+        let instances = &mut install.get_mut().instances;
+        let (_, instance) = instances
             .pop_front()
             .expect("an idle install has instances");
         if instances.is_empty() {
-            self.by_install.remove(key);
+            install.remove();
         }
         self.by_age.remove(&seq);
         instance
@@ -167,7 +239,7 @@ impl<I> WarmInstances<I> {
     }
 
     fn lock(&self) -> MutexGuard<'_, Idle<I>> {
-        // Under the lock only a broken invariant panics (an `expect` in `remove_oldest`): use
+        // Under the lock only a broken invariant panics (an `expect` in `Idle`'s methods): use
         // the maps as they are.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -180,11 +252,14 @@ mod tests {
     use super::*;
 
     /// An instance with a name, to tell which one comes back; when it has a pool, its drop
-    /// checks that the pool's lock is free.
+    /// checks that the pool's lock is free. With `refuse`, it breaks `set_call`'s rule.
     struct Fake {
         call: CallContext,
         name: &'static str,
         pool: Option<Arc<WarmInstances<Fake>>>,
+        refuse: bool,
+        /// Tells instances apart where names would not do (`matches_a_simple_model`).
+        id: usize,
     }
 
     impl WarmInstance for Fake {
@@ -193,7 +268,7 @@ mod tests {
         }
 
         fn set_call(&mut self, call: CallContext) -> Result<(), OtherInstall> {
-            if call.extension_id != self.call.extension_id {
+            if self.call.instance_ids() != call.instance_ids() || self.refuse {
                 return Err(OtherInstall::new(&self.call, &call));
             }
             self.call = call;
@@ -215,6 +290,8 @@ mod tests {
             call: CallContext::new(tenant, install),
             name,
             pool: None,
+            refuse: false,
+            id: 0,
         }
     }
 
@@ -233,52 +310,102 @@ mod tests {
 
     /// Takes every idle instance of an install, most recent first.
     fn names(pool: &WarmInstances<Fake>, tenant: &str, install: &str) -> Vec<&'static str> {
-        let call = CallContext::new(tenant, install);
         let names = std::iter::from_fn(|| {
-            let name = pool.take(&call).map(|f| f.name);
+            let name = pool.take(CallContext::new(tenant, install)).ok();
             assert_consistent(pool);
-            name
+            name.map(|f| f.name)
         });
         names.collect()
     }
 
     /// Every aged instance is idle under its install and the other way round, each install's
-    /// in increasing age, none empty.
+    /// in increasing age, none empty, each under the hash of its own ids, none twice.
     fn assert_consistent(pool: &WarmInstances<Fake>) {
         let idle = pool.lock();
         let mut counted = 0;
-        for (key, instances) in &idle.by_install {
-            assert!(!instances.is_empty(), "{key:?} is empty");
-            let seqs: Vec<u64> = instances.iter().map(|(seq, _)| *seq).collect();
-            assert!(seqs.is_sorted(), "{key:?}: {seqs:?}");
-            for seq in seqs {
-                assert_eq!(idle.by_age.get(&seq), Some(key));
+        for install in &idle.installs {
+            let first = &install.instances.front().expect("never empty").1.call;
+            let ids = first.instance_ids();
+            let seqs: Vec<Seq> = install.instances.iter().map(|(seq, _)| *seq).collect();
+            assert!(seqs.is_sorted(), "{ids:?}: {seqs:?}");
+            for (seq, instance) in &install.instances {
+                let serves = install.serves(&instance.call);
+                assert!(serves, "{ids:?} holds another's instance");
+                assert_eq!(idle.by_age.get(seq), Some(&install.hash));
                 counted += 1;
             }
+            assert_eq!(install.hash, pool.hasher.hash_one(ids), "{ids:?}");
+            let holding = idle.installs.iter().filter(|other| other.serves(first));
+            assert_eq!(holding.count(), 1, "{ids:?} is held twice");
         }
         assert_eq!(counted, idle.by_age.len());
+    }
+
+    /// The ids of the idle instances, least recently put back first.
+    fn held(pool: &WarmInstances<Fake>) -> Vec<usize> {
+        let idle = pool.lock();
+        let mut held: Vec<(Seq, usize)> = (idle.installs.iter())
+            .flat_map(|install| install.instances.iter().map(|(seq, f)| (*seq, f.id)))
+            .collect();
+        held.sort();
+        held.into_iter().map(|(_, id)| id).collect()
     }
 
     #[test]
     fn an_instance_serves_only_its_own_tenant_and_install() {
         let pool = WarmInstances::new(WarmLimits::DEFAULT);
         put_back(&pool, fake("t", "i", "a"));
-        assert!(pool.take(&CallContext::new("t", "j")).is_none());
+        assert!(pool.take(CallContext::new("t", "j")).is_err());
         // The same install id under another tenant is another install.
-        assert!(pool.take(&CallContext::new("u", "i")).is_none());
+        assert!(pool.take(CallContext::new("u", "i")).is_err());
         let reader = CallContext::new("t", "i").actor("user:1").request_id("r-2");
-        let taken = pool.take(&reader).unwrap();
+        let taken = pool.take(reader.clone()).unwrap();
         assert_eq!((taken.name, &taken.call), ("a", &reader));
-        assert!(pool.take(&reader).is_none());
+        // With none idle, the caller comes back as it was, to make an instance for.
+        let returned = pool.take(reader.clone()).err();
+        assert_eq!(returned.as_ref(), Some(&reader));
         assert_eq!(pool.idle(), 0);
     }
 
     #[test]
-    fn a_caller_of_another_extension_gets_none_and_the_instance_goes() {
+    fn a_caller_of_another_extension_gets_none_and_the_instance_stays() {
         let pool = WarmInstances::new(WarmLimits::DEFAULT);
         put_back(&pool, fake("t", "i", "a"));
         let other = CallContext::new("t", "i").extension("other");
-        assert!(pool.take(&other).is_none());
+        assert_eq!(pool.take(other.clone()).err(), Some(other));
+        assert_eq!(pool.idle(), 1);
+        assert_consistent(&pool);
+        assert_eq!(names(&pool, "t", "i"), ["a"]);
+    }
+
+    #[test]
+    fn instances_of_two_extensions_of_an_install_are_kept_apart() {
+        let pool = WarmInstances::new(WarmLimits::DEFAULT);
+        let mut other = fake("t", "i", "x");
+        other.call.extension_id = "other".to_owned();
+        put_back(&pool, fake("t", "i", "a"));
+        put_back(&pool, other);
+        put_back(&pool, fake("t", "i", "b"));
+        let taken = pool.take(CallContext::new("t", "i").extension("other"));
+        assert_eq!(taken.ok().map(|f| f.name), Some("x"));
+        assert_consistent(&pool);
+        assert_eq!(names(&pool, "t", "i"), ["b", "a"]);
+    }
+
+    #[test]
+    fn an_instance_refusing_its_own_installs_caller_is_a_bug_outside_the_lock() {
+        let pool = WarmInstances::new(WarmLimits::DEFAULT);
+        let mut broken = fake("t", "i", "a");
+        broken.refuse = true;
+        put_back(&pool, broken);
+        let taking = || pool.take(CallContext::new("t", "i")).is_ok();
+        let taken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(taking));
+        let panic = taken.expect_err("a panic");
+        let message = panic.downcast_ref::<String>().expect("a formatted message");
+        let expected = "a warm instance refused a caller of its own install";
+        assert!(message.starts_with(expected), "{message}");
+        // The instance was taken out before it refused, and the lock was not held.
+        assert!(!pool.idle.is_poisoned());
         assert_eq!(pool.idle(), 0);
         assert_consistent(&pool);
     }
@@ -311,14 +438,14 @@ mod tests {
         put_back(&pool, fake("t", "j", "j1"));
         put_back(&pool, fake("t", "i", "i2"));
         // Taking and putting back makes j1 the most recently used.
-        let j1 = pool.take(&CallContext::new("t", "j")).unwrap();
+        let j1 = pool.take(CallContext::new("t", "j")).unwrap();
         put_back(&pool, j1);
         put_back(&pool, fake("t", "k", "k1"));
         assert_eq!(pool.idle(), 3);
         assert_eq!(names(&pool, "t", "i"), ["i2"]);
         assert_eq!(names(&pool, "t", "j"), ["j1"]);
         assert_eq!(names(&pool, "t", "k"), ["k1"]);
-        assert!(pool.lock().by_install.is_empty());
+        assert!(pool.lock().installs.is_empty());
     }
 
     #[test]
@@ -348,8 +475,8 @@ mod tests {
             let pool = WarmInstances::new(limits);
             put_back(&pool, fake("t", "i", "a"));
             assert_eq!(pool.idle(), 0, "{limits:?}");
-            assert!(pool.take(&CallContext::new("t", "i")).is_none());
-            assert!(pool.lock().by_install.is_empty());
+            assert!(pool.take(CallContext::new("t", "i")).is_err());
+            assert!(pool.lock().installs.is_empty());
         }
     }
 
@@ -362,7 +489,79 @@ mod tests {
             // Each put back drops the one before it.
             pool.put_back(instance);
         }
-        let last = pool.take(&CallContext::new("t", "i")).unwrap();
+        let last = pool.take(CallContext::new("t", "i")).unwrap();
         assert_eq!(last.name, "c");
+    }
+
+    /// A long pseudo-random sequence of takes and put-backs over a few installs (two of them
+    /// one install's two extensions), with small limits, gives what a plain list in the order
+    /// of putting back gives: take the install's last, drop its first when it is over its
+    /// limit, else the first of all when the total is over.
+    #[test]
+    fn matches_a_simple_model() {
+        let callers = [
+            CallContext::new("t", "i"),
+            CallContext::new("t", "j"),
+            CallContext::new("u", "i"),
+            CallContext::new("t", "i").extension("other"),
+        ];
+        let same = |a: &CallContext, b: &CallContext| {
+            (&a.tenant_id, &a.install_id, &a.extension_id)
+                == (&b.tenant_id, &b.install_id, &b.extension_id)
+        };
+        let limits_tried = [(2, 5), (3, 3), (1, 2), (4, 1024), (0, 3), (2, 0)];
+        for (max_idle_per_install, max_idle) in limits_tried {
+            let pool: WarmInstances<Fake> =
+                WarmInstances::new(limits(max_idle_per_install, max_idle));
+            // (caller's index, instance id), least recently put back first.
+            let mut model: Vec<(usize, usize)> = Vec::new();
+            let mut busy: Vec<Fake> = Vec::new();
+            let mut state = 0x2545_f491_u64;
+            for step in 0..4_000 {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
+                let draw = (state >> 33) as usize;
+                let who = draw % callers.len();
+                if (draw / callers.len()).is_multiple_of(2) || busy.is_empty() {
+                    let expected = model.iter().rposition(|(c, _)| *c == who);
+                    let expected = expected.map(|at| model.remove(at).1);
+                    match pool.take(callers[who].clone()) {
+                        Ok(instance) => {
+                            assert_eq!(Some(instance.id), expected, "step {step}");
+                            assert!(same(&instance.call, &callers[who]), "step {step}");
+                            busy.push(instance);
+                        }
+                        Err(call) => {
+                            assert_eq!(expected, None, "step {step}");
+                            assert_eq!(call, callers[who], "step {step}");
+                            busy.push(Fake {
+                                call,
+                                name: "made",
+                                pool: None,
+                                refuse: false,
+                                id: step,
+                            });
+                        }
+                    }
+                } else {
+                    let instance = busy.swap_remove(draw % busy.len());
+                    let caller = callers.iter().position(|c| same(c, &instance.call));
+                    let caller = caller.expect("one of the callers");
+                    model.push((caller, instance.id));
+                    let held = model.iter().filter(|(c, _)| *c == caller).count();
+                    if held > max_idle_per_install {
+                        let first = model.iter().position(|(c, _)| *c == caller);
+                        model.remove(first.expect("held"));
+                    } else if model.len() > max_idle {
+                        model.remove(0);
+                    }
+                    put_back(&pool, instance);
+                }
+                let model_ids: Vec<usize> = model.iter().map(|(_, id)| *id).collect();
+                assert_eq!(held(&pool), model_ids, "step {step}");
+                assert_eq!(pool.idle(), model.len(), "step {step}");
+            }
+        }
     }
 }
