@@ -23,7 +23,8 @@ use crate::context::CallContext;
 
 /// An instance that acts for one caller at a time, always of the install it was made for.
 pub trait WarmInstance {
-    /// The caller the instance acts for.
+    /// The caller the instance acts for. Read under the pool's lock when it is put back:
+    /// return a field.
     fn call(&self) -> &CallContext;
 
     /// The caller of the instance's next request. [`WarmInstances::take`] passes only callers
@@ -72,11 +73,18 @@ type Seq = u64;
 /// The hash of an install's [`CallContext::instance_ids`].
 type InstallHash = u64;
 
+/// Entries of installs with no idle instance kept, beyond twice the idle instances, before they
+/// are swept.
+const SWEEP_SLACK: usize = 64;
+
 struct Idle<I> {
-    /// The installs with idle instances, found by hash: a request's look-up copies no id (a
-    /// copy is an allocation, on every request).
+    /// An entry per install, found by hash: a request's look-up copies no id (a copy is an
+    /// allocation). An install's entry stays when its last idle instance is taken, as that
+    /// instance most likely comes back; entries with none idle are swept once there are more
+    /// than [`SWEEP_SLACK`] besides twice the idle instances, so each sweep follows at least
+    /// as many takes as the entries it visits.
     installs: HashTable<IdleOfInstall<I>>,
-    /// Every idle instance, oldest first, and its install.
+    /// Every idle instance, oldest first, and its install's hash.
     by_age: BTreeMap<Seq, InstallHash>,
     /// The number of the next instance put back.
     next_seq: Seq,
@@ -90,7 +98,7 @@ struct IdleOfInstall<I> {
     install_id: String,
     extension_id: String,
     /// The idle instances in the order they were put back: the front is the least recently
-    /// used, the back the most. Never empty.
+    /// used, the back the most. Empty while all the install's instances are busy or gone.
     instances: VecDeque<(Seq, I)>,
 }
 
@@ -138,12 +146,12 @@ impl<I: WarmInstance> WarmInstances<I> {
     pub fn take(&self, call: CallContext) -> Result<I, CallContext> {
         let hash = self.hasher.hash_one(call.instance_ids());
         let idle = self.lock().take(hash, &call);
-        // `set_call` is the instance's code: not under the lock.
+        // `set_call` is the Runner's code: not under the lock.
         let Some(mut instance) = idle else {
             return Err(call);
         };
         if let Err(refused) = instance.set_call(call) {
-            panic!("a warm instance refused a caller of its own install: {refused}");
+            panic!("a warm instance refused a caller of its own ids: {refused}");
         }
         Ok(instance)
     }
@@ -162,16 +170,12 @@ impl<I: WarmInstance> WarmInstances<I> {
 impl<I: WarmInstance> Idle<I> {
     /// Takes the most recently used instance that may serve `call`, whose ids hash to `hash`.
     fn take(&mut self, hash: InstallHash, call: &CallContext) -> Option<I> {
-        let mut install = self
+        let install = self
             .installs
-            .find_entry(hash, |install| install.serves(call))
-            .ok()?;
-        let instances = &mut install.get_mut().instances;
-        let (seq, instance) = instances.pop_back().expect("an idle install has instances");
-        if instances.is_empty() {
-            install.remove();
-        }
+            .find_mut(hash, |install| install.serves(call))?;
+        let (seq, instance) = install.instances.pop_back()?;
         self.by_age.remove(&seq);
+        self.sweep_if_mostly_empty();
         Some(instance)
     }
 
@@ -205,30 +209,30 @@ impl<I: WarmInstance> Idle<I> {
         };
         Some(self.remove_front(oldest, its_install))
     }
+}
 
+impl<I> Idle<I> {
     /// Removes the idle instance numbered `seq` of the install hashed `hash`, which is the
     /// front of that install's instances (its least recently used).
     fn remove_front(&mut self, seq: Seq, hash: InstallHash) -> I {
         let front_is_seq = |install: &IdleOfInstall<I>| {
-            install
-                .instances
-                .front()
-                .is_some_and(|(front, _)| *front == seq)
+            let front = install.instances.front();
+            front.is_some_and(|(front, _)| *front == seq)
         };
-        let mut install = self
-            .installs
-            .find_entry(hash, front_is_seq)
-            .ok()
-            .expect("an idle instance's install");
-        let instances = &mut install.get_mut().instances;
-        let (_, instance) = instances
-            .pop_front()
-            .expect("an idle install has instances");
-        if instances.is_empty() {
-            install.remove();
-        }
+        let install = self.installs.find_mut(hash, front_is_seq);
+        let install = install.expect("an idle instance's install");
+        let (_, instance) = install.instances.pop_front().expect("found by its front");
         self.by_age.remove(&seq);
+        self.sweep_if_mostly_empty();
         instance
+    }
+
+    /// Drops the entries of installs with none idle when they are too many ([`SWEEP_SLACK`]).
+    fn sweep_if_mostly_empty(&mut self) {
+        if self.installs.len() > 2 * self.by_age.len() + SWEEP_SLACK {
+            self.installs
+                .retain(|install| !install.instances.is_empty());
+        }
     }
 }
 
@@ -239,8 +243,8 @@ impl<I> WarmInstances<I> {
     }
 
     fn lock(&self) -> MutexGuard<'_, Idle<I>> {
-        // Under the lock only a broken invariant panics (an `expect` in `Idle`'s methods): use
-        // the maps as they are.
+        // Under the lock only a broken invariant (an `expect` in `Idle`'s methods) or an
+        // instance's `call` panics: use the maps as they are.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -302,7 +306,7 @@ mod tests {
         }
     }
 
-    /// Puts back and takes, checking the two maps agree after every step.
+    /// Puts back, checking the two maps agree after.
     fn put_back(pool: &WarmInstances<Fake>, instance: Fake) {
         pool.put_back(instance);
         assert_consistent(pool);
@@ -319,13 +323,17 @@ mod tests {
     }
 
     /// Every aged instance is idle under its install and the other way round, each install's
-    /// in increasing age, none empty, each under the hash of its own ids, none twice.
+    /// in increasing age, each install under the hash of its own ids, none twice, and entries
+    /// with none idle within the sweep's bound.
     fn assert_consistent(pool: &WarmInstances<Fake>) {
         let idle = pool.lock();
         let mut counted = 0;
         for install in &idle.installs {
-            let first = &install.instances.front().expect("never empty").1.call;
-            let ids = first.instance_ids();
+            let ids = (
+                &*install.tenant_id,
+                &*install.install_id,
+                &*install.extension_id,
+            );
             let seqs: Vec<Seq> = install.instances.iter().map(|(seq, _)| *seq).collect();
             assert!(seqs.is_sorted(), "{ids:?}: {seqs:?}");
             for (seq, instance) in &install.instances {
@@ -335,10 +343,14 @@ mod tests {
                 counted += 1;
             }
             assert_eq!(install.hash, pool.hasher.hash_one(ids), "{ids:?}");
-            let holding = idle.installs.iter().filter(|other| other.serves(first));
+            let holding = idle.installs.iter().filter(|other| {
+                (&*other.tenant_id, &*other.install_id, &*other.extension_id) == ids
+            });
             assert_eq!(holding.count(), 1, "{ids:?} is held twice");
         }
         assert_eq!(counted, idle.by_age.len());
+        let entries = idle.installs.len();
+        assert!(entries <= 2 * counted + SWEEP_SLACK, "{entries} entries");
     }
 
     /// The ids of the idle instances, least recently put back first.
@@ -402,7 +414,7 @@ mod tests {
         let taken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(taking));
         let panic = taken.expect_err("a panic");
         let message = panic.downcast_ref::<String>().expect("a formatted message");
-        let expected = "a warm instance refused a caller of its own install";
+        let expected = "a warm instance refused a caller of its own ids";
         assert!(message.starts_with(expected), "{message}");
         // The instance was taken out before it refused, and the lock was not held.
         assert!(!pool.idle.is_poisoned());
@@ -445,7 +457,7 @@ mod tests {
         assert_eq!(names(&pool, "t", "i"), ["i2"]);
         assert_eq!(names(&pool, "t", "j"), ["j1"]);
         assert_eq!(names(&pool, "t", "k"), ["k1"]);
-        assert!(pool.lock().installs.is_empty());
+        assert_eq!(pool.idle(), 0);
     }
 
     #[test]
@@ -476,7 +488,34 @@ mod tests {
             put_back(&pool, fake("t", "i", "a"));
             assert_eq!(pool.idle(), 0, "{limits:?}");
             assert!(pool.take(CallContext::new("t", "i")).is_err());
-            assert!(pool.lock().installs.is_empty());
+        }
+    }
+
+    #[test]
+    fn entries_of_installs_with_none_idle_are_swept() {
+        let pool = WarmInstances::new(WarmLimits::DEFAULT);
+        let installs: Vec<String> = (0..200).map(|n| format!("i{n}")).collect();
+        for install in &installs {
+            put_back(&pool, fake("t", install, "a"));
+        }
+        // Each take leaves its install's entry with none idle, as while its request runs.
+        for install in &installs {
+            assert!(pool.take(CallContext::new("t", install)).is_ok());
+            assert_consistent(&pool);
+        }
+        let entries = pool.lock().installs.len();
+        assert!(entries <= SWEEP_SLACK, "{entries} entries, none idle");
+        // The first install's entry was swept, the last one's stays; both are kept again.
+        let has_entry = |install: &str| {
+            let idle = pool.lock();
+            idle.installs
+                .iter()
+                .any(|entry| entry.install_id == install)
+        };
+        assert!(!has_entry(&installs[0]) && has_entry(&installs[199]));
+        for install in [&installs[0], &installs[199]] {
+            put_back(&pool, fake("t", install, "back"));
+            assert_eq!(names(&pool, "t", install), ["back"]);
         }
     }
 
@@ -505,10 +544,7 @@ mod tests {
             CallContext::new("u", "i"),
             CallContext::new("t", "i").extension("other"),
         ];
-        let same = |a: &CallContext, b: &CallContext| {
-            (&a.tenant_id, &a.install_id, &a.extension_id)
-                == (&b.tenant_id, &b.install_id, &b.extension_id)
-        };
+        let same = |a: &CallContext, b: &CallContext| a.instance_ids() == b.instance_ids();
         let limits_tried = [(2, 5), (3, 3), (1, 2), (4, 1024), (0, 3), (2, 0)];
         for (max_idle_per_install, max_idle) in limits_tried {
             let pool: WarmInstances<Fake> =
