@@ -73,16 +73,16 @@ type Seq = u64;
 /// The hash of an install's [`CallContext::instance_ids`].
 type InstallHash = u64;
 
-/// Entries of installs with no idle instance kept, beyond twice the idle instances, before they
-/// are swept.
+/// How many entries beyond twice the idle instances are kept before the entries of installs
+/// with none idle are swept.
 const SWEEP_SLACK: usize = 64;
 
 struct Idle<I> {
     /// An entry per install, found by hash: a request's look-up copies no id (a copy is an
     /// allocation). An install's entry stays when its last idle instance is taken, as that
-    /// instance most likely comes back; entries with none idle are swept once there are more
-    /// than [`SWEEP_SLACK`] besides twice the idle instances, so each sweep follows at least
-    /// as many takes as the entries it visits.
+    /// instance most likely comes back; the entries with none idle are swept once all entries
+    /// exceed twice the idle instances plus [`SWEEP_SLACK`], so each sweep follows more than
+    /// half as many takes or evictions as the entries it visits.
     installs: HashTable<IdleOfInstall<I>>,
     /// Every idle instance, oldest first, and its install's hash.
     by_age: BTreeMap<Seq, InstallHash>,
@@ -498,13 +498,19 @@ mod tests {
         for install in &installs {
             put_back(&pool, fake("t", install, "a"));
         }
-        // Each take leaves its install's entry with none idle, as while its request runs.
-        for install in &installs {
+        // Each take leaves its install's entry with none idle, as while its request runs. The
+        // entries stay until all of them pass twice the idle instances plus the slack: at the
+        // 133rd take (200 > 2 x 67 + 64), which leaves 67, and at the 199th (67 > 2 x 1 + 64).
+        for (taken, install) in (1..).zip(&installs) {
             assert!(pool.take(CallContext::new("t", install)).is_ok());
             assert_consistent(&pool);
+            let expected = match taken {
+                ..133 => 200,
+                133..199 => 67,
+                _ => 1,
+            };
+            assert_eq!(pool.lock().installs.len(), expected, "after {taken} takes");
         }
-        let entries = pool.lock().installs.len();
-        assert!(entries <= SWEEP_SLACK, "{entries} entries, none idle");
         // The first install's entry was swept, the last one's stays; both are kept again.
         let has_entry = |install: &str| {
             let idle = pool.lock();
@@ -517,6 +523,21 @@ mod tests {
             put_back(&pool, fake("t", install, "back"));
             assert_eq!(names(&pool, "t", install), ["back"]);
         }
+    }
+
+    #[test]
+    fn entries_emptied_by_evictions_are_swept() {
+        let pool = WarmInstances::new(limits(4, 8));
+        // From the 9th on, each put back evicts the least recently used, another install's
+        // only instance, leaving its entry with none idle (`assert_consistent` bounds them).
+        for n in 0..200 {
+            put_back(&pool, fake("t", &format!("i{n}"), "a"));
+        }
+        assert_eq!(pool.idle(), 8);
+        let left: Vec<_> = (192..200)
+            .flat_map(|n| names(&pool, "t", &format!("i{n}")))
+            .collect();
+        assert_eq!(left, ["a"; 8]);
     }
 
     #[test]
