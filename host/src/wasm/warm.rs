@@ -103,9 +103,14 @@ struct IdleOfInstall<I> {
 }
 
 impl<I> IdleOfInstall<I> {
+    /// The ids these instances were made for, as [`CallContext::instance_ids`] gives them.
+    fn ids(&self) -> (&str, &str, &str) {
+        (&self.tenant_id, &self.install_id, &self.extension_id)
+    }
+
     /// Whether these instances may serve `call`.
     fn serves(&self, call: &CallContext) -> bool {
-        (&*self.tenant_id, &*self.install_id, &*self.extension_id) == call.instance_ids()
+        self.ids() == call.instance_ids()
     }
 }
 
@@ -168,17 +173,6 @@ impl<I: WarmInstance> WarmInstances<I> {
 }
 
 impl<I: WarmInstance> Idle<I> {
-    /// Takes the most recently used instance that may serve `call`, whose ids hash to `hash`.
-    fn take(&mut self, hash: InstallHash, call: &CallContext) -> Option<I> {
-        let install = self
-            .installs
-            .find_mut(hash, |install| install.serves(call))?;
-        let (seq, instance) = install.instances.pop_back()?;
-        self.by_age.remove(&seq);
-        self.sweep_if_mostly_empty();
-        Some(instance)
-    }
-
     /// Keeps `instance`, whose ids hash to `hash`; returns the one it pushed past `limits`, if
     /// any.
     fn put_back(&mut self, hash: InstallHash, instance: I, limits: WarmLimits) -> Option<I> {
@@ -212,6 +206,17 @@ impl<I: WarmInstance> Idle<I> {
 }
 
 impl<I> Idle<I> {
+    /// Takes the most recently used instance that may serve `call`, whose ids hash to `hash`.
+    fn take(&mut self, hash: InstallHash, call: &CallContext) -> Option<I> {
+        let install = self
+            .installs
+            .find_mut(hash, |install| install.serves(call))?;
+        let (seq, instance) = install.instances.pop_back()?;
+        self.by_age.remove(&seq);
+        self.sweep_if_mostly_empty();
+        Some(instance)
+    }
+
     /// Removes the idle instance numbered `seq` of the install hashed `hash`, which is the
     /// front of that install's instances (its least recently used).
     fn remove_front(&mut self, seq: Seq, hash: InstallHash) -> I {
@@ -329,11 +334,7 @@ mod tests {
         let idle = pool.lock();
         let mut counted = 0;
         for install in &idle.installs {
-            let ids = (
-                &*install.tenant_id,
-                &*install.install_id,
-                &*install.extension_id,
-            );
+            let ids = install.ids();
             let seqs: Vec<Seq> = install.instances.iter().map(|(seq, _)| *seq).collect();
             assert!(seqs.is_sorted(), "{ids:?}: {seqs:?}");
             for (seq, instance) in &install.instances {
@@ -343,9 +344,7 @@ mod tests {
                 counted += 1;
             }
             assert_eq!(install.hash, pool.hasher.hash_one(ids), "{ids:?}");
-            let holding = idle.installs.iter().filter(|other| {
-                (&*other.tenant_id, &*other.install_id, &*other.extension_id) == ids
-            });
+            let holding = idle.installs.iter().filter(|other| other.ids() == ids);
             assert_eq!(holding.count(), 1, "{ids:?} is held twice");
         }
         assert_eq!(counted, idle.by_age.len());
@@ -534,6 +533,11 @@ mod tests {
             put_back(&pool, fake("t", &format!("i{n}"), "a"));
         }
         assert_eq!(pool.idle(), 8);
+        let entries = pool.lock().installs.len();
+        assert!(
+            entries <= 2 * 8 + SWEEP_SLACK,
+            "{entries} entries for 8 idle instances"
+        );
         let left: Vec<_> = (192..200)
             .flat_map(|n| names(&pool, "t", &format!("i{n}")))
             .collect();
