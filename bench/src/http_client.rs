@@ -7,6 +7,7 @@
 //! channel per connection, URL parsing, redirect and retry layers. This one has none of that;
 //! it refuses what it does not need (chunked bodies, informational responses) with an error.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 
@@ -87,10 +88,12 @@ enum Exchange {
     Closed,
 }
 
-/// One keep-alive connection and its read buffer.
+/// One keep-alive connection and its buffers, reused from one request to the next.
 #[derive(Debug)]
 struct Connection {
     stream: TcpStream,
+    /// The request being written.
+    out: Vec<u8>,
     /// The bytes of the response being read; emptied when the next exchange starts.
     buf: Vec<u8>,
 }
@@ -103,6 +106,7 @@ impl Connection {
         stream.set_nodelay(true)?;
         Ok(Self {
             stream,
+            out: Vec::with_capacity(1024),
             buf: Vec::with_capacity(8 * 1024),
         })
     }
@@ -115,20 +119,20 @@ impl Connection {
         headers: &[&str],
         body: &[u8],
     ) -> anyhow::Result<Exchange> {
-        let mut request = Vec::with_capacity(256 + body.len());
-        request
-            .extend_from_slice(format!("{method} {path} HTTP/1.1\r\nhost: bench\r\n").as_bytes());
+        let request = &mut self.out;
+        request.clear();
+        write!(request, "{method} {path} HTTP/1.1\r\nhost: bench\r\n")?;
         for header in headers {
             request.extend_from_slice(header.as_bytes());
             request.extend_from_slice(b"\r\n");
         }
         if !body.is_empty() || method == "PUT" || method == "POST" {
-            request.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+            write!(request, "content-length: {}\r\n", body.len())?;
         }
         request.extend_from_slice(b"\r\n");
         request.extend_from_slice(body);
         self.buf.clear();
-        match self.stream.write_all(&request).await {
+        match self.stream.write_all(&self.out).await {
             Ok(()) => {}
             // A peer that closed an idle connection may reset it before the write completes.
             Err(e) if is_closed(&e) => return Ok(Exchange::Closed),

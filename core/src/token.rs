@@ -217,15 +217,17 @@ impl TokenVerifier {
         &self.audience
     }
 
-    /// Checks signature, algorithm, audience and validity period at `now`.
-    pub fn verify(&self, token: &str, now: SystemTime) -> Result<TokenClaims, TokenError> {
+    /// Checks signature, algorithm, audience and validity period at `now`. The claims are
+    /// shared with what the verifier remembers, not copied for every request.
+    pub fn verify(&self, token: &str, now: SystemTime) -> Result<Arc<TokenClaims>, TokenError> {
         let known = self.remembered().get(token).cloned();
         if let Some(claims) = known {
             self.check_claims(&claims, now)?;
-            return Ok(TokenClaims::clone(&claims));
+            return Ok(claims);
         }
         let claims = self.verify_signed(token)?;
         self.check_claims(&claims, now)?;
+        let claims = Arc::new(claims);
         self.remember(token, &claims, now);
         Ok(claims)
     }
@@ -237,7 +239,7 @@ impl TokenVerifier {
 
     /// Remembers a token that verified. When full, it forgets the expired tokens, or all of
     /// them when that frees less than a quarter (so a full map is not scanned at every insert).
-    fn remember(&self, token: &str, claims: &TokenClaims, now: SystemTime) {
+    fn remember(&self, token: &str, claims: &Arc<TokenClaims>, now: SystemTime) {
         let mut verified = self.remembered();
         if verified.len() >= VERIFIED_CAPACITY {
             verified.retain(|_, claims| self.check_claims(claims, now).is_ok());
@@ -245,7 +247,7 @@ impl TokenVerifier {
                 verified.clear();
             }
         }
-        verified.insert(token.to_owned(), Arc::new(claims.clone()));
+        verified.insert(token.to_owned(), Arc::clone(claims));
     }
 
     /// The token's claims, if its encoding, algorithm and signature are right.
@@ -395,7 +397,7 @@ mod tests {
             Err(TokenError::Expired)
         );
         assert!(verifier.remembered().is_empty());
-        assert_eq!(verifier.verify(&token, at(now)).unwrap(), claims(now));
+        assert_eq!(*verifier.verify(&token, at(now)).unwrap(), claims(now));
         assert_eq!(verifier.remembered().len(), 1);
         // Remembered, yet expired later and not valid before its issue.
         assert_refused_outside_its_validity(&verifier, &token, now);
@@ -528,7 +530,7 @@ mod tests {
         let verifier = TokenVerifier::new(vec![old.clone(), new.clone()], "alga-storage");
         let now = 1_000_000;
         assert_eq!(
-            verifier.verify(&old.mint(&claims(now)), at(now)).unwrap(),
+            *verifier.verify(&old.mint(&claims(now)), at(now)).unwrap(),
             claims(now)
         );
         assert!(verifier.verify(&new.mint(&claims(now)), at(now)).is_ok());

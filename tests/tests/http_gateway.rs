@@ -1038,6 +1038,17 @@ async fn cors_allows_only_configured_origins_and_request_ids_are_echoed() {
             .get("access-control-allow-origin")
             .is_none()
     );
+    // Answers differ by origin (and a preflight by what it asks): caches must key on them.
+    for reply in [&allowed, &denied] {
+        let vary = reply.headers()["vary"].to_str().unwrap().to_owned();
+        for name in [
+            "origin",
+            "access-control-request-method",
+            "access-control-request-headers",
+        ] {
+            assert!(vary.contains(name), "{name} not in {vary}");
+        }
+    }
     // What a page's script may read of an answer: the iframe SDK reads `Date` to keep a
     // record's expiry across `update`, `ETag` for revisions, `Retry-After` for backoff.
     let answer = http
@@ -1055,6 +1066,13 @@ async fn cors_allows_only_configured_origins_and_request_ids_are_echoed() {
         assert!(exposed.contains(name), "{name} not in {exposed}");
     }
     assert!(answer.headers().contains_key("date"));
+    assert_eq!(answer.headers().get_all("vary").iter().count(), 1);
+    assert!(
+        answer.headers()["vary"]
+            .to_str()
+            .unwrap()
+            .contains("origin")
+    );
 
     let api = Api::new(&gw, Some(gw.token("tenant-a", "install-1")));
     let reply = api

@@ -15,17 +15,18 @@ use crate::limits::Limits;
 /// does; the other limits are the service's `defaults`. The service caps all of them by its
 /// maximums.
 pub fn context(claims: &TokenClaims, defaults: &Limits) -> CallContext {
-    let mut ctx = CallContext::new(&claims.tenant, &claims.install)
-        .extension(&claims.extension)
-        .actor(&claims.sub);
-    ctx.grants = claims.caps.clone();
-    if let Some(quotas) = claims.quotas {
-        ctx = ctx.limits(Limits {
+    CallContext {
+        tenant_id: claims.tenant.clone(),
+        install_id: claims.install.clone(),
+        extension_id: claims.extension.clone(),
+        actor: claims.sub.clone(),
+        grants: claims.caps.clone(),
+        request_id: None,
+        limits: claims.quotas.map(|quotas| Limits {
             max_namespaces: quotas.namespaces,
             max_keys_per_namespace: quotas.keys_per_namespace,
             max_total_bytes: quotas.total_bytes,
             ..*defaults
-        });
+        }),
     }
-    ctx
 }

@@ -1,6 +1,7 @@
 //! Turning a request into service arguments: the verified caller, JSON bodies within a limit,
 //! and HTTP preconditions. Every refusal is an [`ApiError`] (problem+json).
 
+use std::convert::Infallible;
 use std::time::SystemTime;
 
 use axum::body::Bytes;
@@ -41,8 +42,9 @@ impl FromRequestParts<Shared> for Caller {
             .verify(token, SystemTime::now())
             .inspect_err(|e| tracing::info!(error = %e, "token refused"))?;
         let mut ctx = super::auth::context(&claims, &state.service.limit_bounds().0);
-        if let Some(RequestId(id)) = parts.extensions.get::<RequestId>() {
-            ctx.request_id = Some(id.clone());
+        // Taken, not copied: a request has one caller.
+        if let Some(RequestId(id)) = parts.extensions.remove::<RequestId>() {
+            ctx.request_id = Some(id);
         }
         let span = tracing::Span::current();
         span.record("tenant", ctx.tenant_id.as_str());
@@ -83,6 +85,26 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             }
             .into()
         })
+    }
+}
+
+/// A request's `If-Match` and `If-None-Match` lines, every one, taken out of its headers without
+/// the rest: axum's `HeaderMap` extractor would copy every header of every request, and most
+/// requests send neither line (then nothing is allocated).
+#[derive(Debug)]
+pub struct ConditionalHeaders(pub HeaderMap);
+
+impl<S: Send + Sync> FromRequestParts<S> for ConditionalHeaders {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        let mut conditional = HeaderMap::new();
+        for name in [header::IF_MATCH, header::IF_NONE_MATCH] {
+            for value in parts.headers.get_all(&name) {
+                conditional.append(name.clone(), value.clone());
+            }
+        }
+        Ok(Self(conditional))
     }
 }
 

@@ -24,6 +24,7 @@ pub mod auth;
 mod extract;
 pub mod openapi;
 pub mod problem;
+mod request_layer;
 mod routes;
 pub mod wire;
 
@@ -34,10 +35,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tracing::Instrument;
 
 use crate::service::StorageService;
 use auth::TokenVerifier;
@@ -114,16 +113,18 @@ impl Gateway {
                 header::ETAG,
                 header::RETRY_AFTER,
                 HeaderName::from_static(REQUEST_ID_HEADER),
-            ]);
+            ])
+            // `request_layer` sets `Vary` on every response, as a constant: the layer's own
+            // joins the names anew for every request.
+            .vary([]);
         let shared = Arc::new(self);
-        let api = routes::api(shared.clone()).layer(middleware::map_response(no_store));
         Router::new()
-            .nest(API_BASE, api)
+            .merge(routes::api(shared.clone()))
             .route("/metrics", axum::routing::get(metrics).with_state(shared))
             .route("/healthz", axum::routing::get(|| async { "ok" }))
             .fallback(no_route)
             .layer(cors)
-            .layer(middleware::from_fn(request_id))
+            .layer(request_layer::RequestLayer)
     }
 }
 
@@ -151,44 +152,6 @@ type Shared = Arc<Gateway>;
 /// The request id of one request, for the handlers (audit rows) and logs.
 #[derive(Debug, Clone)]
 struct RequestId(String);
-
-/// Takes the caller's request id (or makes one), runs the request in a span carrying it, and
-/// echoes it in the response.
-async fn request_id(mut request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_BYTES)
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    request.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!(
-        "http.request",
-        request_id = %id,
-        method = %request.method(),
-        path = %request.uri().path(),
-        status = tracing::field::Empty,
-        tenant = tracing::field::Empty,
-        install = tracing::field::Empty,
-    );
-    let mut response = next.run(request).instrument(span.clone()).await;
-    span.record("status", response.status().as_u16());
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
-    }
-    response
-}
-
-/// Marks a response uncacheable. What a URL answers depends on the bearer token (the tenant and
-/// install), which no cache keys on: a stored response could answer another install's request
-/// for the same URL.
-async fn no_store(mut response: Response) -> Response {
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
 
 async fn no_route(request: Request) -> ApiError {
     ApiError::NoRoute {

@@ -3,14 +3,17 @@
 
 use std::convert::Infallible;
 
+use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post, put};
 use axum::{Extension, Json, Router};
 
-use super::extract::{BodyLimit, Caller, JsonBody, etag, no_precondition, precondition};
+use super::extract::{
+    BodyLimit, Caller, ConditionalHeaders, JsonBody, etag, no_precondition, precondition,
+};
 use super::problem::ApiError;
 use super::wire::{
     BulkBody, BulkWritten, Deleted, InstallUsage, JsonText, ListParams, PutBody, Schema, Written,
@@ -107,11 +110,14 @@ impl Operation {
     }
 }
 
-/// The API router (to be nested under [`super::API_BASE`]).
+/// The API router, every route under its full path ([`super::API_BASE`] and the operation's).
+/// Merged into the gateway's router rather than nested: nesting strips the prefix from every
+/// request (a new URI) and routes it a second time.
 pub(super) fn api(state: Shared) -> Router {
     let mut router = Router::new();
     for operation in Operation::ALL {
-        router = router.route(operation.path(), operation.endpoint());
+        let path = format!("{}{}", super::API_BASE, operation.path());
+        router = router.route(&path, operation.endpoint());
     }
     router
         .method_not_allowed_fallback(method_not_allowed)
@@ -150,7 +156,8 @@ fn path_value<T>(path: Result<Path<T>, PathRejection>) -> Result<T, StorageError
 
 fn with_etag(status: StatusCode, revision: u64, body: impl IntoResponse) -> Response {
     let mut response = (status, body).into_response();
-    if let Ok(value) = HeaderValue::from_str(&etag(revision)) {
+    // The header takes the string's bytes as they are, without a copy.
+    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(etag(revision))) {
         response.headers_mut().insert(header::ETAG, value);
     }
     response
@@ -160,7 +167,7 @@ async fn get_record(
     State(gateway): State<Shared>,
     Caller(ctx): Caller,
     path: NamespaceKey,
-    headers: HeaderMap,
+    ConditionalHeaders(headers): ConditionalHeaders,
 ) -> Result<Response, ApiError> {
     let (namespace, key) = path_value(path)?;
     // Not a cache validator: a key's revision starts again at 1 when it is re-created (after a
@@ -185,7 +192,7 @@ async fn put_record(
     State(gateway): State<Shared>,
     Caller(ctx): Caller,
     path: NamespaceKey,
-    headers: HeaderMap,
+    ConditionalHeaders(headers): ConditionalHeaders,
     JsonBody(body): JsonBody<PutBody>,
 ) -> Result<Response, ApiError> {
     let (namespace, key) = path_value(path)?;
@@ -208,7 +215,7 @@ async fn delete_record(
     State(gateway): State<Shared>,
     Caller(ctx): Caller,
     path: NamespaceKey,
-    headers: HeaderMap,
+    ConditionalHeaders(headers): ConditionalHeaders,
 ) -> Result<Json<Deleted>, ApiError> {
     let (namespace, key) = path_value(path)?;
     let precondition = precondition(&headers)?;
@@ -225,7 +232,7 @@ async fn list_records(
     Caller(ctx): Caller,
     path: NamespaceOnly,
     query: Result<Query<ListParams>, QueryRejection>,
-    headers: HeaderMap,
+    ConditionalHeaders(headers): ConditionalHeaders,
 ) -> Result<JsonText, ApiError> {
     let namespace = path_value(path)?;
     no_precondition(
@@ -250,7 +257,7 @@ async fn bulk_put(
     State(gateway): State<Shared>,
     Caller(ctx): Caller,
     path: NamespaceOnly,
-    headers: HeaderMap,
+    ConditionalHeaders(headers): ConditionalHeaders,
     JsonBody(body): JsonBody<BulkBody>,
 ) -> Result<Json<BulkWritten>, ApiError> {
     let namespace = path_value(path)?;

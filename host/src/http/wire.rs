@@ -119,13 +119,23 @@ pub struct ListParams {
 #[derive(Debug)]
 pub struct JsonText(pub String);
 
+/// Headers a record's or a page's response ends up with: its content type and length, the
+/// ETag, `Cache-Control`, CORS's `Vary` and the request id, with room to spare.
+const RESPONSE_HEADERS: usize = 8;
+
 impl axum::response::IntoResponse for JsonText {
+    /// The header map is allocated once, for all the headers the route and the layers add; an
+    /// empty one would be reallocated as they are added, on every read.
     fn into_response(self) -> axum::response::Response {
-        (
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            self.0,
-        )
-            .into_response()
+        use axum::http::{HeaderMap, HeaderValue, header};
+        let mut response = axum::response::Response::new(self.0.into());
+        let headers = response.headers_mut();
+        *headers = HeaderMap::with_capacity(RESPONSE_HEADERS);
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
     }
 }
 
