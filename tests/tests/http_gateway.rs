@@ -927,9 +927,8 @@ async fn every_error_status() {
         .await
         .problem(403, "capability-denied");
     api.get("ns", "missing").await.problem(404, "not-found");
-    api.send(Method::GET, "/no/such/route", &[], None)
-        .await
-        .problem(404, "no-route");
+    let not_found = api.send(Method::GET, "/no/such/route", &[], None).await;
+    not_found.problem(404, "no-route");
     api.send(Method::GET, "/namespaces/ns/records/", &[], None)
         .await
         .problem(404, "no-route");
@@ -938,9 +937,15 @@ async fn every_error_status() {
     api.send(Method::GET, "/namespaces/untyped/schema", &[], None)
         .await
         .problem(404, "not-found");
-    api.send(Method::PATCH, "/namespaces/ns/records/k", &[], None)
-        .await
-        .problem(405, "no-route");
+    let not_allowed = api
+        .send(Method::PATCH, "/namespaces/ns/records/k", &[], None)
+        .await;
+    not_allowed.problem(405, "no-route");
+    // The router's own answers under the API carry what every API answer does.
+    for reply in [&not_found, &not_allowed] {
+        assert_eq!(reply.headers["cache-control"], "no-store");
+        assert_eq!(reply.headers["x-request-id"].len(), 36, "a UUID");
+    }
 
     let mismatch = api
         .put(
@@ -1073,6 +1078,15 @@ async fn cors_allows_only_configured_origins_and_request_ids_are_echoed() {
             .unwrap()
             .contains("origin")
     );
+    // Outside the API nothing depends on a token: no `no-store` there.
+    let health = http
+        .get(format!("http://{}/healthz", gw.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(!health.headers().contains_key("cache-control"));
+    assert!(health.headers().contains_key("x-request-id"));
 
     let api = Api::new(&gw, Some(gw.token("tenant-a", "install-1")));
     let reply = api

@@ -94,7 +94,9 @@ impl Gateway {
 
     /// The routes under [`API_BASE`] (with the OpenAPI document at `openapi.json`), `GET
     /// /metrics` (Prometheus; keep it off the public network), `GET /healthz`, CORS and request
-    /// ids. Merge it into the embedder's router or serve it alone.
+    /// ids: every response echoes its `X-Request-Id` and says `Vary` for CORS, every one under
+    /// [`API_BASE`] is `Cache-Control: no-store`. Merge it into the embedder's router (one
+    /// without a fallback of its own: this router has one) or serve it alone.
     pub fn router(self) -> Router {
         let cors = CorsLayer::new()
             .allow_origin(AllowOrigin::list(self.config.allowed_origins.clone()))

@@ -64,8 +64,13 @@ where
         let echo = HeaderValue::from_str(&id).ok();
         // What a URL answers depends on the bearer token (the tenant and install), which no
         // cache keys on: a stored response could answer another install's request for it.
-        let no_store = request.uri().path().starts_with(API_BASE);
+        let no_store = request
+            .uri()
+            .path()
+            .strip_prefix(API_BASE)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
         let span = tracing::info_span!(
+            target: "alga_storage::http",
             "http.request",
             request_id = %id,
             method = %request.method(),
@@ -77,10 +82,11 @@ where
         request.extensions_mut().insert(RequestId(id));
         // The inner service runs in the span too: extractors record the caller in it.
         let answer = span.in_scope(|| self.inner.call(request));
+        let recorder = span.clone();
         Box::pin(
             async move {
                 let mut response = answer.await?;
-                tracing::Span::current().record("status", response.status().as_u16());
+                recorder.record("status", response.status().as_u16());
                 let headers = response.headers_mut();
                 headers.append(header::VARY, HeaderValue::from_static(CORS_VARY));
                 if let Some(value) = echo {

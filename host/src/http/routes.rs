@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 
-use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -156,8 +155,7 @@ fn path_value<T>(path: Result<Path<T>, PathRejection>) -> Result<T, StorageError
 
 fn with_etag(status: StatusCode, revision: u64, body: impl IntoResponse) -> Response {
     let mut response = (status, body).into_response();
-    // The header takes the string's bytes as they are, without a copy.
-    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(etag(revision))) {
+    if let Ok(value) = HeaderValue::from_str(&etag(revision)) {
         response.headers_mut().insert(header::ETAG, value);
     }
     response
