@@ -51,28 +51,25 @@ impl RestTarget {
         if let Some(authorization) = authorizations.get(install) {
             return authorization.clone();
         }
-        authorizations
-            .entry(install.to_owned())
-            .or_insert_with(|| {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .expect("after 1970")
-                    .as_secs();
-                let token = self.key.mint(&TokenClaims {
-                    aud: AUDIENCE.into(),
-                    sub: "bench".into(),
-                    tenant: crate::workload::TENANT.into(),
-                    install: install.into(),
-                    extension: install.into(),
-                    caps: [STORAGE_CAPABILITY.to_owned()].into(),
-                    iat: now,
-                    exp: now + 3600,
-                    nbf: None,
-                    quotas: None,
-                });
-                format!("authorization: Bearer {token}").into()
-            })
-            .clone()
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs();
+        let token = self.key.mint(&TokenClaims {
+            aud: AUDIENCE.into(),
+            sub: "bench".into(),
+            tenant: crate::workload::TENANT.into(),
+            install: install.into(),
+            extension: install.into(),
+            caps: [STORAGE_CAPABILITY.to_owned()].into(),
+            iat: now,
+            exp: now + 3600,
+            nbf: None,
+            quotas: None,
+        });
+        let authorization: Arc<str> = format!("authorization: Bearer {token}").into();
+        authorizations.insert(install.to_owned(), authorization.clone());
+        authorization
     }
 
     fn record_path(req: &Request<'_>) -> String {

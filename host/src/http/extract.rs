@@ -10,8 +10,9 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::de::DeserializeOwned;
 
+use super::Shared;
 use super::problem::ApiError;
-use super::{RequestId, Shared};
+use super::request_layer::RequestId;
 use crate::context::CallContext;
 use crate::error::StorageError;
 use crate::http::auth::TokenError;

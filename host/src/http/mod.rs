@@ -48,9 +48,6 @@ pub const API_BASE: &str = "/api/ext-storage/v1";
 /// The header carrying the request id, taken from the caller or generated.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// Longest accepted caller-supplied request id; longer ones are replaced.
-const MAX_REQUEST_ID_BYTES: usize = 128;
-
 /// The gateway's settings.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -150,10 +147,6 @@ pub async fn serve(
 
 /// State of every route.
 type Shared = Arc<Gateway>;
-
-/// The request id of one request, for the handlers (audit rows) and logs.
-#[derive(Debug, Clone)]
-struct RequestId(String);
 
 async fn no_route(request: Request) -> ApiError {
     ApiError::NoRoute {

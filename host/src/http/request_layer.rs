@@ -15,7 +15,15 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use tracing::Instrument;
 
-use super::{API_BASE, MAX_REQUEST_ID_BYTES, REQUEST_ID_HEADER, RequestId};
+use super::{API_BASE, REQUEST_ID_HEADER};
+
+/// Longest accepted caller-supplied request id; longer ones are replaced.
+const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// The request id of one request, in its extensions until the caller's context takes it (audit
+/// rows and logs).
+#[derive(Debug, Clone)]
+pub(super) struct RequestId(pub(super) String);
 
 /// What a response may differ by for CORS (the allowed origin is echoed, a preflight answers
 /// for a method and headers): the request headers of CORS, as `tower_http`'s layer would list
