@@ -14,6 +14,10 @@ CREATE TABLE ext_storage_records (
     schema_version       integer,
     -- Bytes charged to quotas (key + value + metadata as sent); given back on delete.
     size_bytes           bigint NOT NULL CHECK (size_bytes >= 0),
+    -- Set by the write function's overwrite to the size it replaces, and read only through
+    -- that UPDATE's RETURNING (which sees only the new row before PostgreSQL 18): the counters'
+    -- change without reading the record first. Meaningless anywhere else.
+    prev_size_bytes      bigint,
     ttl_expires_at       timestamptz,
     created_at           timestamptz NOT NULL,
     updated_at           timestamptz NOT NULL,

@@ -292,6 +292,7 @@ DECLARE
     v_counted boolean := false;
     v_current_schema integer;
     v_try_insert boolean;
+    v_try_update boolean;
     v_order integer[];
 BEGIN
     -- The values were validated against p_schema_version; refuse if the namespace has moved on
@@ -323,8 +324,12 @@ BEGIN
     END IF;
     FOREACH v_i IN ARRAY v_order
     LOOP
-        -- Create-only writes try the insert first: one statement when the key is new.
+        -- One statement on the record in the usual case: a create-only write tries the insert
+        -- first, any other the overwrite of the live record at the required revision (without
+        -- a precondition, then the insert). Otherwise the record is read, and what it holds
+        -- decides.
         v_try_insert := p_pre_kinds[v_i] = 1;
+        v_try_update := NOT v_try_insert;
         LOOP
             IF v_try_insert THEN
                 INSERT INTO ext_storage_records AS r
@@ -342,6 +347,41 @@ BEGIN
                     v_delta_keys := v_delta_keys + 1;
                     v_delta_bytes := v_delta_bytes + p_sizes[v_i];
                     EXIT;
+                END IF;
+            END IF;
+
+            IF v_try_update THEN
+                v_try_update := false;
+                -- The size it replaces comes back through prev_size_bytes, set from the old row.
+                -- After a wait on the row, READ COMMITTED checks the WHERE again and computes the
+                -- SET on the committed version: the precondition, the size and updated_at are
+                -- those of the version replaced.
+                UPDATE ext_storage_records r
+                   SET value = p_values[v_i],
+                       metadata = p_metadata[v_i],
+                       revision = r.revision + 1,
+                       schema_version = p_schema_version,
+                       size_bytes = p_sizes[v_i],
+                       prev_size_bytes = r.size_bytes,
+                       ttl_expires_at = p_expires_at[v_i],
+                       updated_at = greatest(p_now, r.updated_at)
+                 WHERE r.tenant_id = p_tenant_id
+                   AND r.extension_install_id = p_install_id
+                   AND r.namespace = p_namespace
+                   AND r.key = p_keys[v_i]
+                   AND (r.ttl_expires_at IS NULL OR r.ttl_expires_at > p_now)
+                   AND (p_pre_kinds[v_i] = 0 OR r.revision = p_pre_revisions[v_i])
+                RETURNING r.revision, r.updated_at, r.prev_size_bytes
+                     INTO v_revision, v_time, v_old_size;
+                IF FOUND THEN
+                    v_delta_bytes := v_delta_bytes + p_sizes[v_i] - v_old_size;
+                    EXIT;
+                END IF;
+                -- No live record at the required revision. Without a precondition the key is
+                -- most likely new: try the insert before reading.
+                IF p_pre_kinds[v_i] = 0 THEN
+                    v_try_insert := true;
+                    CONTINUE;
                 END IF;
             END IF;
 
@@ -383,6 +423,7 @@ BEGIN
                        revision = CASE WHEN v_old_expired THEN 1 ELSE r.revision + 1 END,
                        schema_version = p_schema_version,
                        size_bytes = p_sizes[v_i],
+                       prev_size_bytes = r.size_bytes,
                        ttl_expires_at = p_expires_at[v_i],
                        created_at = CASE WHEN v_old_expired THEN p_now ELSE r.created_at END,
                        updated_at = greatest(p_now, r.updated_at)

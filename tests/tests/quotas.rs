@@ -1117,9 +1117,10 @@ async fn drifted_counters_are_reported_and_repaired(engine: Engine) {
 }
 
 /// 16 writers overwrite the same three keys with values of changing sizes, unconditionally and
-/// with revisions, and delete them now and then: each write replaces exactly the version it read
-/// (the write function re-reads when another writer got there first), so the counters still
-/// equal what is stored.
+/// with revisions, and delete them now and then: each write charges the difference to exactly
+/// the version it replaces (the overwrite returns that version's size; a write that read the
+/// record reads again when another writer got there first), so the counters still equal what is
+/// stored.
 async fn concurrent_overwrites_of_one_key_keep_counters_exact(engine: Engine) {
     let store = TestStore::new(engine).await;
     let service = store.service();
