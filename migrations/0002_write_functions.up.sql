@@ -525,41 +525,61 @@ DECLARE
     v_size bigint;
     v_expired boolean;
     v_updated_at timestamptz;
+    v_deleted boolean;
     v_found boolean;
     v_visible boolean;
     v_delta_keys bigint := 0;
     v_delta_bytes bigint := 0;
     v_swept record;
 BEGIN
-    SELECT r.revision, r.size_bytes,
-           (r.ttl_expires_at IS NOT NULL AND r.ttl_expires_at <= p_now), r.updated_at
-      INTO v_revision, v_size, v_expired, v_updated_at
-      FROM ext_storage_records r
-     WHERE r.tenant_id = p_tenant_id
-       AND r.extension_install_id = p_install_id
-       AND r.namespace = p_namespace
-       AND r.key = p_key
-       FOR UPDATE;
-    v_found := FOUND;
-    v_visible := v_found AND NOT v_expired;
+    -- One statement on the record in the usual case: the DELETE of the record the
+    -- precondition allows (any; an expired one; the live one at the revision). Its RETURNING
+    -- sees the row it deleted, so the counters' change needs no read first. After a wait on
+    -- the row, READ COMMITTED checks the WHERE again on the committed version and returns
+    -- that version.
+    LOOP
+        DELETE FROM ext_storage_records r
+         WHERE r.tenant_id = p_tenant_id
+           AND r.extension_install_id = p_install_id
+           AND r.namespace = p_namespace
+           AND r.key = p_key
+           AND (p_pre_kind = 0
+                OR (p_pre_kind = 1
+                    AND r.ttl_expires_at IS NOT NULL AND r.ttl_expires_at <= p_now)
+                OR (p_pre_kind = 2 AND r.revision = p_pre_revision
+                    AND (r.ttl_expires_at IS NULL OR r.ttl_expires_at > p_now)))
+        RETURNING r.revision, r.size_bytes,
+                  (r.ttl_expires_at IS NOT NULL AND r.ttl_expires_at <= p_now), r.updated_at
+             INTO v_revision, v_size, v_expired, v_updated_at;
+        v_deleted := FOUND;
+        EXIT WHEN v_deleted OR p_pre_kind = 0;
 
-    IF (p_pre_kind = 1 AND v_visible)
-       OR (p_pre_kind = 2 AND (NOT v_visible OR v_revision <> p_pre_revision))
-    THEN
+        -- Nothing the precondition allows: read the record (without locking). Absent when it
+        -- must be absent: nothing to delete. A record that now matches was committed after
+        -- the DELETE's snapshot: try again. Anything else is a conflict (so the loop ends
+        -- without a concurrent commit, whatever the arguments).
+        SELECT r.revision, (r.ttl_expires_at IS NOT NULL AND r.ttl_expires_at <= p_now)
+          INTO v_revision, v_expired
+          FROM ext_storage_records r
+         WHERE r.tenant_id = p_tenant_id
+           AND r.extension_install_id = p_install_id
+           AND r.namespace = p_namespace
+           AND r.key = p_key;
+        v_found := FOUND;
+        EXIT WHEN p_pre_kind = 1 AND NOT v_found;
+        v_visible := v_found AND NOT v_expired;
+        CONTINUE WHEN (p_pre_kind = 1 AND v_found AND v_expired)
+                   OR (p_pre_kind = 2 AND v_visible AND v_revision = p_pre_revision);
         RAISE EXCEPTION USING
             ERRCODE = 'AS409',
             MESSAGE = 'alga-storage: revision conflict',
             DETAIL = json_build_object(
                 'item', 0,
                 'current_revision', CASE WHEN v_visible THEN v_revision END)::text;
-    END IF;
+    END LOOP;
+    v_visible := v_deleted AND NOT v_expired;
 
-    IF v_found THEN
-        DELETE FROM ext_storage_records r
-         WHERE r.tenant_id = p_tenant_id
-           AND r.extension_install_id = p_install_id
-           AND r.namespace = p_namespace
-           AND r.key = p_key;
+    IF v_deleted THEN
         v_delta_keys := -1;
         v_delta_bytes := -v_size;
         -- An expired record is removed as TTL cleanup, not as the caller's delete. The key's

@@ -274,6 +274,220 @@ async fn concurrent_revision_checked_increments_lose_nothing(engine: Engine) {
     assert_eq!(r.revision, 257);
 }
 
+/// Deletes racing overwrites and re-creations of one key: a delete at a revision deletes that
+/// revision or reports another as current, never the one it asked for; a delete that says it
+/// deleted has exactly one audit row; the counters end exact.
+async fn concurrent_deletes_and_overwrites_agree(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
+    let call = granted("t", "i");
+    service
+        .put(&call, "race", "k", "0", &PutOptions::default())
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for task in 0..16u64 {
+        let (service, call) = (service.clone(), call.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (task + 1));
+            let (mut created, mut deleted) = (0u32, 0u32);
+            for _ in 0..30 {
+                // Values of changing size, so each write moves the byte counters.
+                let value = format!("\"{}\"", "v".repeat(rng.below(64)));
+                let Some(current) = service.get(&call, "race", "k").await.unwrap() else {
+                    let options = PutOptions {
+                        precondition: Precondition::Absent,
+                        ..Default::default()
+                    };
+                    match service.put(&call, "race", "k", &value, &options).await {
+                        Ok(_) => created += 1,
+                        Err(StorageError::RevisionConflict { .. }) => {}
+                        Err(other) => panic!("unexpected {other}"),
+                    }
+                    continue;
+                };
+                let at = Precondition::Revision(current.revision);
+                let outcome = match rng.below(3) {
+                    0 => service.delete(&call, "race", "k", at).await,
+                    1 => service.delete(&call, "race", "k", Precondition::None).await,
+                    _ => {
+                        let options = PutOptions {
+                            precondition: at,
+                            ..Default::default()
+                        };
+                        let written = service.put(&call, "race", "k", &value, &options).await;
+                        written.map(|_| false)
+                    }
+                };
+                match outcome {
+                    Ok(true) => deleted += 1,
+                    Ok(false) => {}
+                    Err(StorageError::RevisionConflict {
+                        current_revision, ..
+                    }) => assert_ne!(current_revision, Some(current.revision)),
+                    Err(other) => panic!("unexpected {other}"),
+                }
+            }
+            (created, deleted)
+        }));
+    }
+    let (mut created, mut deleted) = (1, 0);
+    for task in tasks {
+        let (c, d) = task.await.unwrap();
+        (created, deleted) = (created + c, deleted + d);
+    }
+    assert!(deleted > 0, "no delete succeeded: the race was not run");
+    let exists = service.get(&call, "race", "k").await.unwrap().is_some();
+    assert_eq!(
+        created - deleted,
+        u32::from(exists),
+        "{created} created, {deleted} deleted"
+    );
+    let audited = store
+        .sql(
+            "SELECT count(*) FROM ext_storage_audit WHERE operation = 'delete'",
+            "SELECT count(*) FROM audit WHERE operation = 'delete'",
+        )
+        .await;
+    assert_eq!(audited[0][0], deleted.to_string());
+    assert_eq!(service.recount(&call, false).await.unwrap(), []);
+}
+
+/// A delete meets an expired record that is still stored (no write has swept it): without a
+/// precondition, or one that it be absent, the record is removed as TTL cleanup and the delete
+/// reports nothing deleted; at its old revision the delete is a conflict with no current
+/// revision and removes nothing. A live record is a conflict for a delete that needs it absent;
+/// a key never written is not.
+async fn deletes_meet_expired_records(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let service = store.service();
+    let call = granted("t", "i");
+    let short = PutOptions {
+        ttl: Some(std::time::Duration::from_millis(200)),
+        ..Default::default()
+    };
+    // A namespace per case: a delete sweeps its namespace's other expired records.
+    for ns in ["plain", "at-revision", "if-absent"] {
+        service.put(&call, ns, "k", "1", &short).await.unwrap();
+    }
+    service
+        .put(&call, "live", "k", "1", &PutOptions::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+
+    let conflict = |result: Result<bool, StorageError>| match result {
+        Err(StorageError::RevisionConflict {
+            current_revision, ..
+        }) => current_revision,
+        other => panic!("expected a conflict, got {other:?}"),
+    };
+    assert!(
+        !service
+            .delete(&call, "plain", "k", Precondition::None)
+            .await
+            .unwrap()
+    );
+    let at_revision = service.delete(&call, "at-revision", "k", Precondition::Revision(1));
+    assert_eq!(conflict(at_revision.await), None);
+    assert!(
+        !service
+            .delete(&call, "if-absent", "k", Precondition::Absent)
+            .await
+            .unwrap()
+    );
+    let never = service.delete(&call, "if-absent", "never", Precondition::Absent);
+    assert!(
+        !never.await.unwrap(),
+        "an absent key is what the precondition asks"
+    );
+    let live = service.delete(&call, "live", "k", Precondition::Absent);
+    assert_eq!(conflict(live.await), Some(1));
+
+    let stored = store
+        .sql(
+            "SELECT namespace, count(*) FROM ext_storage_records GROUP BY 1 ORDER BY 1",
+            "SELECT namespace, count(*) FROM records GROUP BY 1 ORDER BY 1",
+        )
+        .await;
+    assert_eq!(stored, [["at-revision", "1"], ["live", "1"]]);
+    let audited = store
+        .sql(
+            "SELECT namespace, operation, actor, revision FROM ext_storage_audit \
+             WHERE operation <> 'put' ORDER BY 1",
+            "SELECT namespace, operation, actor, revision FROM audit \
+             WHERE operation <> 'put' ORDER BY 1",
+        )
+        .await;
+    assert_eq!(
+        audited,
+        [
+            ["if-absent", "expire", "system:ttl", "1"],
+            ["plain", "expire", "system:ttl", "1"]
+        ]
+    );
+    assert_eq!(service.recount(&call, false).await.unwrap(), []);
+}
+
+/// A delete at a revision that waits for the record's deletion, while the key is written again
+/// at that same revision by the same transaction, deletes the new record: its `DELETE` finds
+/// the row it waited for gone, and the record it then reads matches, so it tries again rather
+/// than report a conflict at the revision it asked for.
+#[tokio::test]
+async fn a_delete_that_waited_deletes_the_record_written_again() {
+    let db = TestDb::new().await;
+    let service = db.service();
+    let call = granted("t", "i");
+    service
+        .put(&call, "ns", "k", "1", &PutOptions::default())
+        .await
+        .unwrap();
+    // Another transaction deletes the record and writes it again, unchanged, at revision 1.
+    let other = db.client().await;
+    other
+        .batch_execute(
+            "BEGIN;
+             CREATE TEMP TABLE held ON COMMIT DROP AS
+                 SELECT * FROM ext_storage_records WHERE tenant_id = 't' AND key = 'k';
+             DELETE FROM ext_storage_records
+              WHERE tenant_id = 't' AND extension_install_id = 'i' AND namespace = 'ns'
+                AND key = 'k';
+             INSERT INTO ext_storage_records SELECT * FROM held;",
+        )
+        .await
+        .unwrap();
+    let delete = tokio::spawn({
+        let (service, call) = (service.clone(), call.clone());
+        async move {
+            service
+                .delete(&call, "ns", "k", Precondition::Revision(1))
+                .await
+        }
+    });
+    // Commit once the delete waits for the other transaction's row lock.
+    let watcher = db.client().await;
+    let waiting = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    for _ in 0..500 {
+        let row = watcher.query_one(waiting, &[]).await.unwrap();
+        if row.get::<_, i64>(0) > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        !delete.is_finished(),
+        "the delete did not wait for the other transaction"
+    );
+    other.batch_execute("COMMIT").await.unwrap();
+    assert!(
+        delete.await.unwrap().unwrap(),
+        "the record written again was not deleted"
+    );
+    assert!(service.get(&call, "ns", "k").await.unwrap().is_none());
+    assert_eq!(service.recount(&call, false).await.unwrap(), []);
+}
+
 /// Counters equal what is stored after a mix of writes, overwrites, deletes and bulk puts.
 #[tokio::test]
 async fn counters_match_stored_rows() {
@@ -458,5 +672,7 @@ on_both_engines!(
     tenants_and_installs_are_scoped,
     concurrent_if_absent_has_one_winner,
     concurrent_revision_checked_increments_lose_nothing,
+    concurrent_deletes_and_overwrites_agree,
+    deletes_meet_expired_records,
     hostile_looking_keys_are_data,
 );
