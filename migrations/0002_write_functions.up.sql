@@ -531,6 +531,7 @@ DECLARE
     v_delta_keys bigint := 0;
     v_delta_bytes bigint := 0;
     v_swept record;
+    v_counters record;
 BEGIN
     -- One statement on the record in the usual case: the DELETE of the record the
     -- precondition allows (any; an expired one; the live one at the revision). Its RETURNING
@@ -606,8 +607,8 @@ BEGIN
     END IF;
     IF v_delta_keys <> 0 OR v_delta_bytes <> 0 THEN
         -- Only shrinks: no quota can trip, so the limits are unbounded here.
-        PERFORM alga_storage_count(p_tenant_id, p_install_id, p_namespace, v_delta_keys,
-                                   v_delta_bytes, 0, 0, NULL, NULL, NULL, p_now);
+        v_counters := alga_storage_count(p_tenant_id, p_install_id, p_namespace, v_delta_keys,
+                                         v_delta_bytes, 0, 0, NULL, NULL, NULL, p_now);
     END IF;
     RETURN v_visible;
 END
