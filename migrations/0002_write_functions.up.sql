@@ -606,7 +606,8 @@ BEGIN
         v_delta_bytes := v_delta_bytes - v_swept.freed_bytes;
     END IF;
     IF v_delta_keys <> 0 OR v_delta_bytes <> 0 THEN
-        -- Only shrinks: no quota can trip, so the limits are unbounded here.
+        -- Only shrinks: no quota can trip, so the limits are unbounded here. Called by
+        -- assignment (see the top of this file); the counters it returns are not needed.
         v_counters := alga_storage_count(p_tenant_id, p_install_id, p_namespace, v_delta_keys,
                                          v_delta_bytes, 0, 0, NULL, NULL, NULL, p_now);
     END IF;
