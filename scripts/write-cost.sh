@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Counts the CPU instructions the PostgreSQL server spends per write: the raw SQL of the load
 # harness's baseline against the write functions, for an insert, a revision-checked update and a
-# revision-checked delete of ~1 KiB values (`alga_storage_put`, `alga_storage_delete`; the
-# harness has no delete workload, so its raw delete is written here in the same form). Each
-# case runs in a single-user backend under valgrind's callgrind, twice (with a base number of
+# revision-checked delete of ~1 KiB values (`alga_storage_put`, `alga_storage_delete`; the raw
+# delete has the statements of the harness's `churn` workload, bench/src/raw.rs). Each case
+# runs in a single-user backend under valgrind's callgrind, twice (with a base number of
 # operations and with N more), so start-up and plan caching cancel out:
 # per operation = (count with base + N − count with base) / N. Instruction counts repeat to a
 # fraction of a percent where CPU time on a shared VM moves by tens of percent, so a change to

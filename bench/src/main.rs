@@ -29,7 +29,7 @@ struct Args {
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [PathKind::Bare, PathKind::Service, PathKind::Wasm, PathKind::WasmExport, PathKind::WasmWarm, PathKind::Rest])]
     paths: Vec<PathKind>,
     /// Workloads.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Workload::Insert, Workload::Update, Workload::UpdateValidated, Workload::Get, Workload::List, Workload::Mix])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Workload::Insert, Workload::Update, Workload::UpdateValidated, Workload::Get, Workload::List, Workload::Mix, Workload::Churn])]
     workloads: Vec<Workload>,
     /// Spreads.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Spread::Many, Spread::Hot])]

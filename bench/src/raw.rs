@@ -54,6 +54,25 @@ INSERT INTO ext_storage_audit
      bytes, request_id, occurred_at)
 VALUES ($1, $2, $2, $3, $4, 'put', 'bench', $5, $6, NULL, $7)";
 
+const DELETE: &str = "\
+DELETE FROM ext_storage_records
+ WHERE tenant_id = $1 AND extension_install_id = $2 AND namespace = $3 AND key = $4
+   AND revision = $5";
+
+const UNCOUNT_NAMESPACE: &str = "\
+UPDATE ext_storage_namespace_usage SET key_count = key_count - 1, byte_count = byte_count - $4
+ WHERE tenant_id = $1 AND extension_install_id = $2 AND namespace = $3";
+
+const UNCOUNT_INSTALL: &str = "\
+UPDATE ext_storage_install_usage SET byte_count = byte_count - $3
+ WHERE tenant_id = $1 AND extension_install_id = $2";
+
+const AUDIT_DELETE: &str = "\
+INSERT INTO ext_storage_audit
+    (tenant_id, extension_install_id, extension_id, namespace, key, operation, actor, revision,
+     bytes, request_id, occurred_at)
+VALUES ($1, $2, $2, $3, $4, 'delete', 'bench', $5, $6, NULL, $7)";
+
 const BARE: &str = "\
 INSERT INTO ext_storage_records AS r
     (tenant_id, extension_install_id, namespace, key, value, revision, size_bytes,
@@ -178,9 +197,6 @@ pub async fn write(pool: &Pool, req: &Request<'_>, scoped: bool) -> anyhow::Resu
                 &size,
                 &now,
             ];
-            let namespace_params: [&(dyn ToSql + Sync); 4] =
-                [&TENANT, &req.install, &req.namespace, &size];
-            let install_params: [&(dyn ToSql + Sync); 3] = [&TENANT, &req.install, &size];
             let audit_params: [&(dyn ToSql + Sync); 7] = [
                 &TENANT,
                 &req.install,
@@ -190,27 +206,89 @@ pub async fn write(pool: &Pool, req: &Request<'_>, scoped: bool) -> anyhow::Resu
                 &size,
                 &now,
             ];
-            // The counter rows, which every insert of the install contends on, are updated
-            // last: their locks are held only until the commit (as the write function does).
-            let (begin, scoped, inserted, audited, counted_ns, counted_install, commit) = tokio::join!(
-                client.batch_execute("BEGIN"),
-                scope(&client, &scope_sql, req),
-                client.execute(&insert, &insert_params),
-                client.execute(&audit, &audit_params),
-                client.execute(&namespace, &namespace_params),
-                client.execute(&install, &install_params),
-                client.batch_execute("COMMIT"),
-            );
-            begin?;
-            scoped?;
-            inserted?;
-            audited?;
-            counted_ns?;
-            counted_install?;
-            commit?;
+            let counters = (&namespace, &install, size);
+            let record = (&insert, &insert_params[..]);
+            let audit = (&audit, &audit_params[..]);
+            counted_write(&client, &scope_sql, req, record, audit, counters).await?;
         }
     }
     Ok(())
+}
+
+/// A delete at `revision`, with its counters and its audit row, in one pipelined transaction.
+/// The client knows the size it wrote (`req.value`), so the counters need no read first. As
+/// with the update, a record not found is reported after the commit: the harness deletes only
+/// keys its worker made, so that is a failed run (whose counters are then off), not a case to
+/// serve.
+pub async fn delete(
+    pool: &Pool,
+    req: &Request<'_>,
+    revision: u64,
+    scoped: bool,
+) -> anyhow::Result<()> {
+    let client = pool.get().await?;
+    let scope_sql = scope_statement(&client, scoped).await?;
+    let delete = client.prepare_cached(DELETE).await?;
+    let namespace = client.prepare_cached(UNCOUNT_NAMESPACE).await?;
+    let install = client.prepare_cached(UNCOUNT_INSTALL).await?;
+    let audit = client.prepare_cached(AUDIT_DELETE).await?;
+    let now = SystemTime::now();
+    let revision = revision as i64;
+    let size = (req.key.len() + req.value.len()) as i64;
+    let delete_params: [&(dyn ToSql + Sync); 5] =
+        [&TENANT, &req.install, &req.namespace, &req.key, &revision];
+    let audit_params: [&(dyn ToSql + Sync); 7] = [
+        &TENANT,
+        &req.install,
+        &req.namespace,
+        &req.key,
+        &revision,
+        &size,
+        &now,
+    ];
+    let counters = (&namespace, &install, size);
+    let record = (&delete, &delete_params[..]);
+    let audit = (&audit, &audit_params[..]);
+    let deleted = counted_write(&client, &scope_sql, req, record, audit, counters).await?;
+    anyhow::ensure!(deleted == 1, "{} missing at revision {revision}", req.key);
+    Ok(())
+}
+
+/// A statement and its parameters.
+type Sql<'a> = (&'a Statement, &'a [&'a (dyn ToSql + Sync)]);
+
+/// A write that changes the counters, in one pipelined transaction: the record's statement, its
+/// audit row, and the namespace's and install's counter rows (`counters`: their statements and
+/// the size added or taken away, in the statements' `$4` and `$3`). The counter rows, which
+/// every write of the install contends on, go last, so their locks are held only until the
+/// commit (as the write function does). Returns the rows the record's statement changed.
+async fn counted_write(
+    client: &Client,
+    scope_sql: &Option<Statement>,
+    req: &Request<'_>,
+    (record, record_params): Sql<'_>,
+    (audit, audit_params): Sql<'_>,
+    (namespace, install, size): (&Statement, &Statement, i64),
+) -> anyhow::Result<u64> {
+    let namespace_params: [&(dyn ToSql + Sync); 4] = [&TENANT, &req.install, &req.namespace, &size];
+    let install_params: [&(dyn ToSql + Sync); 3] = [&TENANT, &req.install, &size];
+    let (begin, scoped, recorded, audited, counted_ns, counted_install, commit) = tokio::join!(
+        client.batch_execute("BEGIN"),
+        scope(client, scope_sql, req),
+        client.execute(record, record_params),
+        client.execute(audit, audit_params),
+        client.execute(namespace, &namespace_params),
+        client.execute(install, &install_params),
+        client.batch_execute("COMMIT"),
+    );
+    begin?;
+    scoped?;
+    let recorded = recorded?;
+    audited?;
+    counted_ns?;
+    counted_install?;
+    commit?;
+    Ok(recorded)
 }
 
 /// One upsert statement, nothing else.

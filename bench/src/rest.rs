@@ -95,6 +95,25 @@ impl RestTarget {
         ensure_success("PUT", &response)
     }
 
+    /// `DELETE` with `If-Match` at `revision`; the record must have been deleted.
+    pub async fn delete(&self, req: &Request<'_>, revision: u64) -> anyhow::Result<()> {
+        let authorization = self.authorization(req.install);
+        let if_match = format!("if-match: \"{revision}\"");
+        let response = self
+            .client
+            .send(
+                "DELETE",
+                &Self::record_path(req),
+                &[&*authorization, &if_match],
+                b"",
+            )
+            .await?;
+        ensure_success("DELETE", &response)?;
+        let outcome: Deleted = serde_json::from_slice(&response.body)?;
+        anyhow::ensure!(outcome.deleted, "{} missing", req.key);
+        Ok(())
+    }
+
     /// `GET` one record.
     pub async fn get(&self, req: &Request<'_>) -> anyhow::Result<()> {
         let authorization = self.authorization(req.install);
@@ -134,6 +153,11 @@ fn ensure_success(what: &str, response: &Response) -> anyhow::Result<()> {
         String::from_utf8_lossy(&response.body)
     );
     Ok(())
+}
+
+#[derive(serde::Deserialize)]
+struct Deleted {
+    deleted: bool,
 }
 
 #[derive(serde::Deserialize)]

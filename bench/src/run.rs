@@ -1,11 +1,13 @@
 //! Running one configuration: workers loop over operations until the deadline, recording each
 //! latency in an HDR histogram.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use alga_storage::model::Precondition;
+use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -222,10 +224,19 @@ pub async fn run(
         workers.push(tokio::spawn(async move {
             let mut tally = Tally::default();
             let mut rng = Rng::new(worker as u64 + 1);
+            let mut backlog = VecDeque::new();
             while Instant::now() < deadline {
                 let begun = Instant::now();
-                let result =
-                    one_op(&target, &installs, workload, worker, concurrency, &mut rng).await;
+                let result = one_op(
+                    &target,
+                    &installs,
+                    workload,
+                    worker,
+                    concurrency,
+                    &mut rng,
+                    &mut backlog,
+                )
+                .await;
                 let micros = begun.elapsed().as_micros() as u64;
                 match result {
                     Ok(()) if begun < measure_from => {}
@@ -252,6 +263,8 @@ pub async fn run(
     }
 }
 
+/// One operation of worker `worker` of `concurrency`, drawn by `rng`; `backlog` holds the keys
+/// the worker made and has not deleted yet, with their installs, oldest first (`churn`).
 async fn one_op(
     target: &Target,
     installs: &Installs,
@@ -259,8 +272,16 @@ async fn one_op(
     worker: usize,
     concurrency: usize,
     rng: &mut Rng,
+    backlog: &mut VecDeque<(usize, String)>,
 ) -> anyhow::Result<()> {
-    let install_index = rng.below(installs.names().len() as u64) as usize;
+    let drawn = rng.below(installs.names().len() as u64) as usize;
+    let op = workload.op(rng.below(100), backlog.len());
+    // A delete is of the worker's oldest key, in the install it was made in.
+    let oldest = match op {
+        Op::Delete => backlog.pop_front(),
+        _ => None,
+    };
+    let install_index = oldest.as_ref().map_or(drawn, |(install, _)| *install);
     let install = installs.names()[install_index].as_str();
     let namespace = workload.namespace();
     let request = |key, value, precondition| Request {
@@ -270,7 +291,7 @@ async fn one_op(
         value,
         precondition,
     };
-    match workload.op(rng.below(100)) {
+    match op {
         Op::Get => {
             let key = preloaded_key(rng.below(PRELOADED_KEYS as u64) as usize);
             target.get(&request(&key, "", Precondition::None)).await
@@ -281,6 +302,18 @@ async fn one_op(
             let value = value(0);
             target
                 .put(&request(&key, &value, Precondition::Absent))
+                .await?;
+            if workload == Workload::Churn {
+                backlog.push_back((install_index, key));
+            }
+            Ok(())
+        }
+        Op::Delete => {
+            // Made by this worker at revision 1 with `value(0)`, which raw's counters need.
+            let (_, key) = oldest.context("a delete with no key of the worker's")?;
+            let value = value(0);
+            target
+                .delete(&request(&key, &value, Precondition::Revision(1)))
                 .await
         }
         Op::Update => {

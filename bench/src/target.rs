@@ -52,9 +52,9 @@ pub struct Request<'a> {
     pub namespace: &'a str,
     /// The key.
     pub key: &'a str,
-    /// The value to write.
+    /// The value to write; for a delete, the value written (raw's counters need its size).
     pub value: &'a str,
-    /// The precondition of writes.
+    /// The precondition of writes and deletes.
     pub precondition: Precondition,
 }
 
@@ -160,6 +160,37 @@ impl Target {
             Target::Raw(pool) => crate::raw::write(pool, req, false).await?,
             Target::RawRls(pool) => crate::raw::write(pool, req, true).await?,
             Target::Bare(pool) => crate::raw::bare_upsert(pool, req).await?,
+        }
+        Ok(())
+    }
+
+    /// Deletes `req.key` at the revision of `req.precondition`; not deleting it (a conflict or
+    /// a missing key) is a failure. `req.value` is the value written, for raw's counters.
+    pub async fn delete(&self, req: &Request<'_>) -> anyhow::Result<()> {
+        let Precondition::Revision(revision) = req.precondition else {
+            anyhow::bail!("the harness deletes at a revision");
+        };
+        match self {
+            Target::Service(service) => {
+                let deleted = service
+                    .delete(&call(req.install), req.namespace, req.key, req.precondition)
+                    .await?;
+                anyhow::ensure!(deleted, "{} missing", req.key);
+            }
+            Target::Wasm(wasm) => {
+                let revision = revision.to_string();
+                let args = ["delete", req.namespace, req.key, "", &revision];
+                run_wasm(wasm, req.install, args.map(String::from).into()).await?;
+            }
+            Target::Handler(handlers) => {
+                handlers
+                    .handle(req.install, "delete", req.namespace, req.key, "", revision)
+                    .await?;
+            }
+            Target::Rest(rest) => rest.delete(req, revision).await?,
+            Target::Raw(pool) => crate::raw::delete(pool, req, revision, false).await?,
+            Target::RawRls(pool) => crate::raw::delete(pool, req, revision, true).await?,
+            Target::Bare(_) => anyhow::bail!("the bare upsert has no delete"),
         }
         Ok(())
     }

@@ -23,6 +23,8 @@ pub const VALUE_SCHEMA: &str = r#"{
         "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 16}
     }
 }"#;
+/// The keys a worker of the `churn` workload keeps before it deletes its oldest.
+pub const CHURN_BACKLOG: usize = 16;
 /// The tenant every install belongs to.
 pub const TENANT: &str = "bench-tenant";
 /// The tables the workloads write: the records, their counters and the audit trail.
@@ -44,9 +46,12 @@ pub enum Op {
     Get,
     /// Read the first page of 100 records.
     List,
+    /// Delete a key at its revision.
+    Delete,
 }
 
-/// A workload: one operation, or the 70/20/10 mix of get/update/insert.
+/// A workload: one operation, the 70/20/10 mix of get/update/insert, or inserts and deletes of
+/// short-lived records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Workload {
@@ -62,6 +67,10 @@ pub enum Workload {
     List,
     /// 70 % get, 20 % update, 10 % insert.
     Mix,
+    /// Short-lived records: each worker creates keys and deletes them at their revision, the
+    /// oldest first, keeping [`CHURN_BACKLOG`] of its own: once that many exist, deletes and
+    /// inserts alternate (50 % each).
+    Churn,
 }
 
 impl Workload {
@@ -73,8 +82,9 @@ impl Workload {
         }
     }
 
-    /// The operation for a draw of `dice` in 0..100.
-    pub fn op(self, dice: u64) -> Op {
+    /// The operation for a draw of `dice` in 0..100, by a worker holding `backlog` keys of its
+    /// own (`churn` only).
+    pub fn op(self, dice: u64, backlog: usize) -> Op {
         match self {
             Workload::Insert => Op::Insert,
             Workload::Update | Workload::UpdateValidated => Op::Update,
@@ -83,6 +93,8 @@ impl Workload {
             Workload::Mix if dice < 70 => Op::Get,
             Workload::Mix if dice < 90 => Op::Update,
             Workload::Mix => Op::Insert,
+            Workload::Churn if backlog < CHURN_BACKLOG => Op::Insert,
+            Workload::Churn => Op::Delete,
         }
     }
 }
@@ -160,4 +172,21 @@ impl Rng {
 pub fn next_insert_id() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn churn_inserts_until_its_backlog_is_full_then_deletes() {
+        let ops: Vec<Op> = (0..=CHURN_BACKLOG)
+            .map(|held| Workload::Churn.op(99, held))
+            .collect();
+        assert!(ops[..CHURN_BACKLOG].iter().all(|op| *op == Op::Insert));
+        assert_eq!(ops[CHURN_BACKLOG], Op::Delete);
+        // Other workloads ignore the backlog.
+        assert_eq!(Workload::Mix.op(10, CHURN_BACKLOG), Op::Get);
+        assert_eq!(Workload::Insert.op(10, CHURN_BACKLOG), Op::Insert);
+    }
 }

@@ -242,14 +242,19 @@ async fn bench_op() {
 async fn bench_op_on(engine: Engine) {
     let store = TestStore::new(engine).await;
     let call = granted("t", "i");
-    let ops: [&[&str]; 5] = [
-        &["insert", "bench", "k", r#"{"v":1}"#],
-        &["get", "bench", "k"],
-        &["update", "bench", "k", r#"{"v":2}"#, "1"],
-        &["list", "bench", "-"],
-        &["update", "bench", "k", r#"{"v":3}"#, "1"], // stale: must fail
+    // The arguments, and whether the command succeeds.
+    let ops: [(&[&str], bool); 9] = [
+        (&["insert", "bench", "k", r#"{"v":1}"#], true),
+        (&["get", "bench", "k"], true),
+        (&["update", "bench", "k", r#"{"v":2}"#, "1"], true),
+        (&["list", "bench", "-"], true),
+        (&["update", "bench", "k", r#"{"v":3}"#, "1"], false), // stale
+        (&["insert", "bench", "d", "1"], true),
+        (&["delete", "bench", "d", "", "2"], false), // not at that revision
+        (&["delete", "bench", "d", "", "1"], true),
+        (&["delete", "bench", "d", "", "1"], false), // gone
     ];
-    for (i, args) in ops.iter().enumerate() {
+    for (args, succeeds) in ops {
         let runner = alga_storage::wasm::command::CommandRunner::new(store.service()).unwrap();
         let component = runner.compile(&std::fs::read(BENCH_OP).unwrap()).unwrap();
         let options = alga_storage::wasm::command::RunOptions {
@@ -261,13 +266,16 @@ async fn bench_op_on(engine: Engine) {
             .run(&component, call.clone(), &options)
             .await
             .unwrap();
-        assert_eq!(outcome.success(), i < 4, "{args:?}: {outcome:?}");
+        assert_eq!(outcome.success(), succeeds, "{args:?}: {outcome:?}");
     }
-    assert_bench_record_at_second_revision(&store, &call).await;
+    assert_bench_records_left(&store, &call).await;
 }
 
-/// The record both bench guests leave: the first update landed, the stale one did not.
-async fn assert_bench_record_at_second_revision(store: &TestStore, call: &CallContext) {
+/// The records both bench guests leave: of `k`, the first update landed, the stale one did not;
+/// `d` was deleted.
+async fn assert_bench_records_left(store: &TestStore, call: &CallContext) {
+    let deleted = store.service().get(call, "bench", "d").await.unwrap();
+    assert!(deleted.is_none(), "{deleted:?}");
     let record = store
         .service()
         .get(call, "bench", "k")
@@ -295,7 +303,7 @@ async fn bench_handler_on(engine: Engine) {
     assert_eq!(instance.call().install_id, "i");
     // Operation, key, value, revision, and the result or the start of the error.
     type Request<'a> = (&'a str, &'a str, &'a str, u64, Result<(), &'a str>);
-    let requests: [Request; 9] = [
+    let requests: [Request; 13] = [
         ("get", "k", "", 0, Err("get bench/k failed: missing")),
         ("list", "-", "", 0, Err("list bench/- failed: empty page")),
         ("insert", "k", r#"{"v":1}"#, 0, Ok(())),
@@ -316,6 +324,10 @@ async fn bench_handler_on(engine: Engine) {
             Err("update bench/k failed: "),
         ),
         ("list", "-", "", 0, Ok(())),
+        ("insert", "d", "1", 0, Ok(())),
+        ("delete", "d", "", 2, Err("delete bench/d failed: ")),
+        ("delete", "d", "", 1, Ok(())),
+        ("delete", "d", "", 1, Err("delete bench/d failed: ")),
         ("drop", "k", "", 0, Err("unknown operation \"drop\"")),
     ];
     for (op, key, value, revision, expected) in requests {
@@ -329,7 +341,7 @@ async fn bench_handler_on(engine: Engine) {
             _ => panic!("{op} {key}: {outcome:?}, expected {expected:?}"),
         }
     }
-    assert_bench_record_at_second_revision(&store, &call).await;
+    assert_bench_records_left(&store, &call).await;
     // Another install's instance of the same component sees none of it.
     let mut other = runner.instantiate(granted("t", "j")).await.unwrap();
     let missing = other.handle("get", "bench", "k", "", 0).await.unwrap();
