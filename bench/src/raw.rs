@@ -13,7 +13,7 @@ use tokio_postgres::Statement;
 use tokio_postgres::types::ToSql;
 
 use crate::target::Request;
-use crate::workload::TENANT;
+use crate::workload::{TENANT, VALUE_BYTES};
 
 const GET: &str = "\
 SELECT key, value, metadata, revision, schema_version, ttl_expires_at, created_at, updated_at
@@ -40,38 +40,27 @@ UPDATE ext_storage_records
  WHERE tenant_id = $1 AND extension_install_id = $2 AND namespace = $3 AND key = $4
    AND revision = $8";
 
-const COUNT_NAMESPACE: &str = "\
-UPDATE ext_storage_namespace_usage SET key_count = key_count + 1, byte_count = byte_count + $4
- WHERE tenant_id = $1 AND extension_install_id = $2 AND namespace = $3";
-
-const COUNT_INSTALL: &str = "\
-UPDATE ext_storage_install_usage SET byte_count = byte_count + $3
- WHERE tenant_id = $1 AND extension_install_id = $2";
-
-const AUDIT: &str = "\
-INSERT INTO ext_storage_audit
-    (tenant_id, extension_install_id, extension_id, namespace, key, operation, actor, revision,
-     bytes, request_id, occurred_at)
-VALUES ($1, $2, $2, $3, $4, 'put', 'bench', $5, $6, NULL, $7)";
-
 const DELETE: &str = "\
 DELETE FROM ext_storage_records
  WHERE tenant_id = $1 AND extension_install_id = $2 AND namespace = $3 AND key = $4
    AND revision = $5";
 
-const UNCOUNT_NAMESPACE: &str = "\
-UPDATE ext_storage_namespace_usage SET key_count = key_count - 1, byte_count = byte_count - $4
+/// Adds `$4` keys and `$5` bytes to a namespace's counters (negative for a delete).
+const COUNT_NAMESPACE: &str = "\
+UPDATE ext_storage_namespace_usage SET key_count = key_count + $4, byte_count = byte_count + $5
  WHERE tenant_id = $1 AND extension_install_id = $2 AND namespace = $3";
 
-const UNCOUNT_INSTALL: &str = "\
-UPDATE ext_storage_install_usage SET byte_count = byte_count - $3
+/// Adds `$3` bytes to an install's counter (negative for a delete).
+const COUNT_INSTALL: &str = "\
+UPDATE ext_storage_install_usage SET byte_count = byte_count + $3
  WHERE tenant_id = $1 AND extension_install_id = $2";
 
-const AUDIT_DELETE: &str = "\
+/// A write's audit row: `$5` is the operation (`put` or `delete`).
+const AUDIT: &str = "\
 INSERT INTO ext_storage_audit
     (tenant_id, extension_install_id, extension_id, namespace, key, operation, actor, revision,
      bytes, request_id, occurred_at)
-VALUES ($1, $2, $2, $3, $4, 'delete', 'bench', $5, $6, NULL, $7)";
+VALUES ($1, $2, $2, $3, $4, $5, 'bench', $6, $7, NULL, $8)";
 
 const BARE: &str = "\
 INSERT INTO ext_storage_records AS r
@@ -146,11 +135,10 @@ pub async fn write(pool: &Pool, req: &Request<'_>, scoped: bool) -> anyhow::Resu
     let now = SystemTime::now();
     let value = req.value;
     let size = (req.key.len() + req.value.len()) as i64;
-    let audit = client.prepare_cached(AUDIT).await?;
     match req.precondition {
         Precondition::Revision(expected) => {
             let update = client.prepare_cached(UPDATE).await?;
-            let (expected, next) = (expected as i64, expected as i64 + 1);
+            let expected = expected as i64;
             let update_params: [&(dyn ToSql + Sync); 8] = [
                 &TENANT,
                 &req.install,
@@ -161,33 +149,14 @@ pub async fn write(pool: &Pool, req: &Request<'_>, scoped: bool) -> anyhow::Resu
                 &now,
                 &expected,
             ];
-            let audit_params: [&(dyn ToSql + Sync); 7] = [
-                &TENANT,
-                &req.install,
-                &req.namespace,
-                &req.key,
-                &next,
-                &size,
-                &now,
-            ];
-            let (begin, scoped, updated, audited, commit) = tokio::join!(
-                client.batch_execute("BEGIN"),
-                scope(&client, &scope_sql, req),
-                client.execute(&update, &update_params),
-                client.execute(&audit, &audit_params),
-                client.batch_execute("COMMIT"),
-            );
-            begin?;
-            scoped?;
-            anyhow::ensure!(updated? == 1, "revision conflict");
-            audited?;
-            commit?;
+            let change = Change::put(expected + 1, size, 0, now);
+            let updated =
+                pipelined_write(&client, &scope_sql, req, (&update, &update_params), &change)
+                    .await?;
+            anyhow::ensure!(updated == 1, "revision conflict");
         }
         _ => {
             let insert = client.prepare_cached(INSERT).await?;
-            let namespace = client.prepare_cached(COUNT_NAMESPACE).await?;
-            let install = client.prepare_cached(COUNT_INSTALL).await?;
-            let one = 1i64;
             let insert_params: [&(dyn ToSql + Sync); 7] = [
                 &TENANT,
                 &req.install,
@@ -197,29 +166,18 @@ pub async fn write(pool: &Pool, req: &Request<'_>, scoped: bool) -> anyhow::Resu
                 &size,
                 &now,
             ];
-            let audit_params: [&(dyn ToSql + Sync); 7] = [
-                &TENANT,
-                &req.install,
-                &req.namespace,
-                &req.key,
-                &one,
-                &size,
-                &now,
-            ];
-            let counters = (&namespace, &install, size);
-            let record = (&insert, &insert_params[..]);
-            let audit = (&audit, &audit_params[..]);
-            counted_write(&client, &scope_sql, req, record, audit, counters).await?;
+            let change = Change::put(1, size, 1, now);
+            pipelined_write(&client, &scope_sql, req, (&insert, &insert_params), &change).await?;
         }
     }
     Ok(())
 }
 
 /// A delete at `revision`, with its counters and its audit row, in one pipelined transaction.
-/// The client knows the size it wrote (`req.value`), so the counters need no read first. As
-/// with the update, a record not found is reported after the commit: the harness deletes only
-/// keys its worker made, so that is a failed run (whose counters are then off), not a case to
-/// serve.
+/// Every value the harness writes is [`VALUE_BYTES`] long, so the counters need no read first.
+/// As with the update, a record not found is reported after the commit: the harness deletes
+/// only keys its worker made, so that is a failed run (whose counters are then off), not a case
+/// to serve.
 pub async fn delete(
     pool: &Pool,
     req: &Request<'_>,
@@ -229,64 +187,119 @@ pub async fn delete(
     let client = pool.get().await?;
     let scope_sql = scope_statement(&client, scoped).await?;
     let delete = client.prepare_cached(DELETE).await?;
-    let namespace = client.prepare_cached(UNCOUNT_NAMESPACE).await?;
-    let install = client.prepare_cached(UNCOUNT_INSTALL).await?;
-    let audit = client.prepare_cached(AUDIT_DELETE).await?;
-    let now = SystemTime::now();
     let revision = revision as i64;
-    let size = (req.key.len() + req.value.len()) as i64;
-    let delete_params: [&(dyn ToSql + Sync); 5] =
+    let params: [&(dyn ToSql + Sync); 5] =
         [&TENANT, &req.install, &req.namespace, &req.key, &revision];
-    let audit_params: [&(dyn ToSql + Sync); 7] = [
-        &TENANT,
-        &req.install,
-        &req.namespace,
-        &req.key,
-        &revision,
-        &size,
-        &now,
-    ];
-    let counters = (&namespace, &install, size);
-    let record = (&delete, &delete_params[..]);
-    let audit = (&audit, &audit_params[..]);
-    let deleted = counted_write(&client, &scope_sql, req, record, audit, counters).await?;
+    let size = (req.key.len() + VALUE_BYTES) as i64;
+    let change = Change {
+        operation: "delete",
+        revision,
+        size,
+        keys: -1,
+        bytes: -size,
+        at: SystemTime::now(),
+    };
+    let deleted = pipelined_write(&client, &scope_sql, req, (&delete, &params), &change).await?;
     anyhow::ensure!(deleted == 1, "{} missing at revision {revision}", req.key);
     Ok(())
 }
 
-/// A statement and its parameters.
-type Sql<'a> = (&'a Statement, &'a [&'a (dyn ToSql + Sync)]);
+/// What a write records in the audit trail and adds to the counters.
+struct Change {
+    /// The audit row's operation.
+    operation: &'static str,
+    /// The audit row's revision: the record's after a put, the deleted one's for a delete.
+    revision: i64,
+    /// The audit row's bytes: the record's size.
+    size: i64,
+    /// Keys added to the namespace's counter (−1 for a delete).
+    keys: i64,
+    /// Bytes added to both counters (negative for a delete). With no keys and no bytes, no
+    /// counter row is written.
+    bytes: i64,
+    /// When it happened.
+    at: SystemTime,
+}
 
-/// A write that changes the counters, in one pipelined transaction: the record's statement, its
-/// audit row, and the namespace's and install's counter rows (`counters`: their statements and
-/// the size added or taken away, in the statements' `$4` and `$3`). The counter rows, which
-/// every write of the install contends on, go last, so their locks are held only until the
-/// commit (as the write function does). Returns the rows the record's statement changed.
-async fn counted_write(
+impl Change {
+    /// A put to `revision` of a record of `size`, adding `keys` (an insert) or none.
+    fn put(revision: i64, size: i64, keys: i64, at: SystemTime) -> Self {
+        let bytes = if keys == 0 { 0 } else { size };
+        Change {
+            operation: "put",
+            revision,
+            size,
+            keys,
+            bytes,
+            at,
+        }
+    }
+}
+
+/// A write in one pipelined transaction: the record's statement (`record`, with its
+/// parameters), its audit row, and, when `change` moves them, the namespace's and install's
+/// counter rows. Those, which every write of the install contends on, go last, so their locks
+/// are held only until the commit (as the write function does). Returns the rows the record's
+/// statement changed.
+async fn pipelined_write(
     client: &Client,
     scope_sql: &Option<Statement>,
     req: &Request<'_>,
-    (record, record_params): Sql<'_>,
-    (audit, audit_params): Sql<'_>,
-    (namespace, install, size): (&Statement, &Statement, i64),
+    (record, record_params): (&Statement, &[&(dyn ToSql + Sync)]),
+    change: &Change,
 ) -> anyhow::Result<u64> {
-    let namespace_params: [&(dyn ToSql + Sync); 4] = [&TENANT, &req.install, &req.namespace, &size];
-    let install_params: [&(dyn ToSql + Sync); 3] = [&TENANT, &req.install, &size];
-    let (begin, scoped, recorded, audited, counted_ns, counted_install, commit) = tokio::join!(
+    let audit = client.prepare_cached(AUDIT).await?;
+    let counters = match change.keys != 0 || change.bytes != 0 {
+        true => Some((
+            client.prepare_cached(COUNT_NAMESPACE).await?,
+            client.prepare_cached(COUNT_INSTALL).await?,
+        )),
+        false => None,
+    };
+    let audit_params: [&(dyn ToSql + Sync); 8] = [
+        &TENANT,
+        &req.install,
+        &req.namespace,
+        &req.key,
+        &change.operation,
+        &change.revision,
+        &change.size,
+        &change.at,
+    ];
+    let namespace_params: [&(dyn ToSql + Sync); 5] = [
+        &TENANT,
+        &req.install,
+        &req.namespace,
+        &change.keys,
+        &change.bytes,
+    ];
+    let install_params: [&(dyn ToSql + Sync); 3] = [&TENANT, &req.install, &change.bytes];
+    // Each future sends its statement when first polled, in the order given: one round trip.
+    let counted = async {
+        let Some((namespace, install)) = &counters else {
+            return Ok(());
+        };
+        let (counted_ns, counted_install) = tokio::join!(
+            client.execute(namespace, &namespace_params),
+            client.execute(install, &install_params),
+        );
+        counted_ns?;
+        counted_install?;
+        anyhow::Ok(())
+    };
+    let (begin, scoped, recorded, audited, counted, commit) = tokio::join!(
         client.batch_execute("BEGIN"),
         scope(client, scope_sql, req),
         client.execute(record, record_params),
-        client.execute(audit, audit_params),
-        client.execute(namespace, &namespace_params),
-        client.execute(install, &install_params),
+        client.execute(&audit, &audit_params),
+        counted,
         client.batch_execute("COMMIT"),
     );
     begin?;
     scoped?;
     let recorded = recorded?;
     audited?;
-    counted_ns?;
-    counted_install?;
+    counted?;
     commit?;
     Ok(recorded)
 }

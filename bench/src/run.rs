@@ -309,11 +309,10 @@ async fn one_op(
             Ok(())
         }
         Op::Delete => {
-            // Made by this worker at revision 1 with `value(0)`, which raw's counters need.
+            // Made by this worker, at revision 1.
             let (_, key) = oldest.context("a delete with no key of the worker's")?;
-            let value = value(0);
             target
-                .delete(&request(&key, &value, Precondition::Revision(1)))
+                .delete(&request(&key, "", Precondition::Revision(1)))
                 .await
         }
         Op::Update => {

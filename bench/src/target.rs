@@ -52,7 +52,7 @@ pub struct Request<'a> {
     pub namespace: &'a str,
     /// The key.
     pub key: &'a str,
-    /// The value to write; for a delete, the value written (raw's counters need its size).
+    /// The value to write.
     pub value: &'a str,
     /// The precondition of writes and deletes.
     pub precondition: Precondition,
@@ -165,7 +165,7 @@ impl Target {
     }
 
     /// Deletes `req.key` at the revision of `req.precondition`; not deleting it (a conflict or
-    /// a missing key) is a failure. `req.value` is the value written, for raw's counters.
+    /// a missing key) is a failure.
     pub async fn delete(&self, req: &Request<'_>) -> anyhow::Result<()> {
         let Precondition::Revision(revision) = req.precondition else {
             anyhow::bail!("the harness deletes at a revision");

@@ -145,7 +145,11 @@ pub fn preloaded_key(i: usize) -> String {
     format!("p-{i:03}")
 }
 
-/// A ~1 KiB JSON value whose size does not depend on `n` (so updates keep the size).
+/// The length of every [`value`].
+pub const VALUE_BYTES: usize = 1028;
+
+/// A ~1 KiB JSON value whose size, [`VALUE_BYTES`], does not depend on `n` (so updates keep the
+/// size, and a delete knows the size it frees).
 pub fn value(n: u64) -> String {
     format!("{{\"n\":\"{n:020}\",\"data\":\"{}\"}}", "x".repeat(990))
 }
@@ -188,5 +192,12 @@ mod tests {
         // Other workloads ignore the backlog.
         assert_eq!(Workload::Mix.op(10, CHURN_BACKLOG), Op::Get);
         assert_eq!(Workload::Insert.op(10, CHURN_BACKLOG), Op::Insert);
+    }
+
+    #[test]
+    fn every_value_has_the_same_length() {
+        for n in [0, 1, 42, u64::MAX] {
+            assert_eq!(value(n).len(), VALUE_BYTES, "{n}");
+        }
     }
 }

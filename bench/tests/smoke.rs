@@ -133,6 +133,15 @@ async fn every_configuration_runs_without_errors() {
     assert_eq!(json["runs"][0]["path"], "raw");
 }
 
+/// The paths through the service, which keep the contract (the raw ones keep only its SQL).
+const CONTRACT_PATHS: [PathKind; 5] = [
+    PathKind::Service,
+    PathKind::Wasm,
+    PathKind::WasmExport,
+    PathKind::WasmWarm,
+    PathKind::Rest,
+];
+
 /// The harness measures speed, not quotas: every path through the service writes to an install
 /// that is already at the default keys quota (which a long hot-install run reaches).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,13 +158,7 @@ async fn every_path_writes_past_the_default_quotas() {
         )
         .await
         .unwrap();
-    for path in [
-        PathKind::Service,
-        PathKind::Wasm,
-        PathKind::WasmExport,
-        PathKind::WasmWarm,
-        PathKind::Rest,
-    ] {
+    for path in CONTRACT_PATHS {
         let target = Target::new(path, &db.url, 2, KEEP_ALL).await.unwrap();
         let key = format!("past-the-quota-{path:?}");
         let request = Request {
@@ -181,15 +184,10 @@ async fn every_path_deletes_at_a_revision() {
     let service = db.service();
     let audit = db.client().await;
     let value = workload::value(0);
-    for path in [
-        PathKind::Service,
-        PathKind::Wasm,
-        PathKind::WasmExport,
-        PathKind::WasmWarm,
-        PathKind::Rest,
-        PathKind::Raw,
-        PathKind::RawRls,
-    ] {
+    for path in CONTRACT_PATHS
+        .into_iter()
+        .chain([PathKind::Raw, PathKind::RawRls])
+    {
         let install = format!("deletes-{path:?}");
         let call = alga_storage_tests::granted(TENANT, &install);
         // The install's counter rows, which raw's SQL updates, as the preload makes them.
@@ -212,7 +210,7 @@ async fn every_path_deletes_at_a_revision() {
         assert_ne!(service.usage(&call).await.unwrap(), before, "{path:?}");
         // At another revision the record stays: a conflict. (Raw's SQL reports a miss after
         // committing its counters and audit row: a failed run, not checked here.)
-        if !matches!(path, PathKind::Raw | PathKind::RawRls) {
+        if CONTRACT_PATHS.contains(&path) {
             let stale = target.delete(&request(Precondition::Revision(2))).await;
             assert!(stale.is_err(), "{path:?} deleted at the wrong revision");
             let kept = service.get(&call, NAMESPACE, "gone").await.unwrap();
