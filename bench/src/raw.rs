@@ -249,12 +249,13 @@ async fn pipelined_write(
     change: &Change,
 ) -> anyhow::Result<u64> {
     let audit = client.prepare_cached(AUDIT).await?;
-    let counters = match change.keys != 0 || change.bytes != 0 {
-        true => Some((
+    let counters = if change.keys != 0 || change.bytes != 0 {
+        Some((
             client.prepare_cached(COUNT_NAMESPACE).await?,
             client.prepare_cached(COUNT_INSTALL).await?,
-        )),
-        false => None,
+        ))
+    } else {
+        None
     };
     let audit_params: [&(dyn ToSql + Sync); 8] = [
         &TENANT,
