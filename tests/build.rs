@@ -37,6 +37,10 @@ fn main() {
         .env_remove("RUSTC_WORKSPACE_WRAPPER")
         .env_remove("RUSTC_WRAPPER")
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        // Guests are built as an extension's author builds them, with cargo's release defaults
+        // for these two: the workspace's whole-program optimisation is the host's.
+        .args(["--config", "profile.release.lto=false"])
+        .args(["--config", "profile.release.codegen-units=16"])
         .status()
         .expect("cannot run cargo to build the fixtures");
     assert!(
