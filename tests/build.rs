@@ -36,9 +36,10 @@ fn main() {
         // `cargo clippy` sets a wrapper for the outer build; the fixtures are linted on their own.
         .env_remove("RUSTC_WORKSPACE_WRAPPER")
         .env_remove("RUSTC_WRAPPER")
-        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-        // Guests are built as an extension's author builds them, with cargo's release defaults
-        // for these two: the workspace's whole-program optimisation is the host's.
+        // Guests are built without debug info, and otherwise as an extension's author builds
+        // them, with cargo's release defaults: the workspace's whole-program optimisation is the
+        // host's.
+        .args(["--config", "profile.release.debug=false"])
         .args(["--config", "profile.release.lto=false"])
         .args(["--config", "profile.release.codegen-units=16"])
         .status()
